@@ -1,0 +1,3 @@
+from sr_cli.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""The explicit list of registered architectures (order is irrelevant; ids must be unique)."""
+
+from __future__ import annotations
+
+from sr_cli.archs.base import ArchSpec
+
+SPECS: list[ArchSpec] = []

@@ -1,0 +1,146 @@
+"""The Typer app: one thin function per command (in ``sr_cli.commands``), and the only place
+that turns outcomes into exit codes and messages.
+
+Every command callback is wrapped by :func:`guard`, so typed errors raised anywhere in the core
+become one line on stderr and the documented exit code (see :class:`sr_cli.errors.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from sr_cli import __version__
+from sr_cli.console import err_console
+from sr_cli.errors import ExitCode, SRError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_state = {"traceback": False}
+
+
+def _want_traceback() -> bool:
+    return _state["traceback"] or os.environ.get("SR_TRACEBACK") == "1"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err_console.print(f"sr: error: {message}", markup=False, style="red", soft_wrap=True)
+    return typer.Exit(int(code))
+
+
+def guard(fn: F) -> F:
+    """Wrap a command so errors become one stderr line and a documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SRError as exc:
+            if _want_traceback():
+                traceback.print_exc(file=sys.stderr)
+            raise _fail(exc.message, exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("sr: interrupted", markup=False)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
+            try:
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            except OSError:
+                pass
+            raise typer.Exit(int(ExitCode.FAILURE)) from None
+        except OSError as exc:
+            if _want_traceback():
+                traceback.print_exc(file=sys.stderr)
+            what = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC:
+                what = "no space left on device"
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            raise _fail(f"{what}{where}", ExitCode.FAILURE) from None
+        except MemoryError:
+            raise _fail(
+                "out of memory (try a smaller --tile or --max-pixels)", ExitCode.FAILURE
+            ) from None
+        except Exception as exc:  # a bug: still one line, unless --traceback
+            if _want_traceback():
+                traceback.print_exc(file=sys.stderr)
+                raise typer.Exit(int(ExitCode.FAILURE)) from None
+            raise _fail(
+                f"internal error: {type(exc).__name__}: {exc} (rerun with --traceback)",
+                ExitCode.FAILURE,
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+app = typer.Typer(
+    name="sr",
+    help="Super-resolution on the command line: upscale, degrade, train, interp, score.\n\n"
+    "stdout carries data only; messages go to stderr. `-` means stdin/stdout.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"sr {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    traceback_: Annotated[
+        bool, typer.Option("--traceback", help="Show Python tracebacks on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print version, exit."),
+    ] = False,
+) -> None:
+    """sr: super-resolution on the command line.
+
+    Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 bad input data,
+    4 model/weights error, 5 score threshold not met, 130 interrupted.
+    """
+    _state["traceback"] = traceback_
+
+
+def _register() -> None:
+    """Explicit command table: (name, module, function). Sub-groups come from `*_app` Typers."""
+    from sr_cli.commands import degrade, interp, models, score, train, upscale
+
+    app.command("upscale", no_args_is_help=False)(guard(upscale.upscale))
+    app.command("degrade")(guard(degrade.degrade))
+    app.command("train", context_settings={"allow_extra_args": False})(guard(train.train))
+    app.command("interp")(guard(interp.interp))
+    app.command("score")(guard(score.score))
+    models_app = typer.Typer(
+        help="List, inspect, convert and fetch models of the zoo.",
+        no_args_is_help=True,
+        rich_markup_mode=None,
+    )
+    for name, fn in models.COMMANDS:
+        models_app.command(name)(guard(fn))
+    app.add_typer(models_app, name="models")
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""One module per `sr` command; each holds thin Typer-annotated functions only."""

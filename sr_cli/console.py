@@ -1,0 +1,92 @@
+"""The stderr console and progress bars. stdout is never used for messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# Resolves sys.stderr lazily, so it follows redirection (and Click's test runner).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_quiet = False
+
+ProgressCallback = Callable[[int, int], None]
+"""Core modules report progress as ``callback(done, total)``; they never print."""
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def info(message: str) -> None:
+    """A human-readable note on stderr (suppressed by --quiet)."""
+    if not _quiet:
+        err_console.print(message, markup=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (shown even with --quiet)."""
+    err_console.print(f"sr: warning: {message}", markup=False, style="yellow")
+
+
+def show_progress() -> bool:
+    """Progress bars only when stderr is a terminal and not --quiet (or SR_PROGRESS=1)."""
+    if _quiet:
+        return False
+    return os.environ.get("SR_PROGRESS") == "1" or stderr_is_tty()
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, enabled: bool | None = None):
+    """Yield a ``callback(done, total)`` that drives a rich progress bar on stderr.
+
+    When progress is disabled the callback is a no-op, so callers never branch.
+    """
+    if enabled is None:
+        enabled = show_progress()
+    if not enabled:
+        yield lambda done, tot=None: None
+        return
+    prog = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with prog:
+        task = prog.add_task(description, total=total)
+
+        def update(done: int, tot: Any = None) -> None:
+            if tot is not None:
+                prog.update(task, total=tot)
+            prog.update(task, completed=done)
+
+        yield update
