@@ -1,0 +1,1 @@
+"""Image, stdin/stdout and video I/O."""
