@@ -1,10 +1,297 @@
-"""`sr upscale` (placeholder)."""
+"""`sr upscale`: thin CLI over the inference engine (sr_cli.infer) and image I/O (sr_cli.io)."""
 
 from __future__ import annotations
 
-from sr_cli.errors import RuntimeFailure
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sr_cli import console
+from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
+from sr_cli.infer.jobs import VIDEO_EXTENSIONS, Job, plan_jobs, split_inputs_output
+
+HELP_SCALE = (
+    "Output scale factor (any positive number). The network runs at its native scale "
+    "(e.g. x4); if the requested factor differs, a MATLAB-bicubic resize (antialiased when "
+    "shrinking) takes the network output to the requested size. Baselines (bicubic, lanczos, "
+    "nearest) resize directly. Default: the model's native scale."
+)
 
 
-def upscale() -> None:
-    """Upscale images."""
-    raise RuntimeFailure("'sr upscale' is not implemented yet")
+def _is_video_path(p: str | None) -> bool:
+    return p is not None and Path(p).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def upscale(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="INPUT... [OUTPUT]: image files, folders or '-' (stdin); the last argument is "
+            "the output (file, folder, or '-' for stdout) unless -o is given. With one input "
+            "and no output, the image goes to stdout.",
+            show_default=False,
+            metavar="[INPUT]... [OUTPUT]",
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="Output file, folder, or '-'; then every "
+                     "positional argument is an input."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("-m", "--model", help="Zoo name or weights file (.safetensors/.pth). "
+                     "Give two with --mix to blend them. Default: the zoo's default model "
+                     "(see `sr models list`)."),
+    ] = None,
+    mix: Annotated[
+        float | None,
+        typer.Option("--mix", help="Blend two -m models at load time: (1-MIX)*A + MIX*B "
+                     "(network interpolation, e.g. a denoise strength)."),
+    ] = None,
+    scale: Annotated[float | None, typer.Option("-s", "--scale", help=HELP_SCALE)] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option("--tile", help="Tile size in input pixels; 0 = whole image; default: "
+                     "auto, sized to the device's free memory. Tiles overlap by the network's "
+                     "context, so the output matches an untiled run (no seams)."),
+    ] = None,
+    tile_batch: Annotated[
+        int, typer.Option("--tile-batch", help="Tiles per forward pass.", min=1)
+    ] = 4,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="auto (fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16 "
+                     "(not on CPU). A half-precision tile with NaN/Inf is redone in fp32."),
+    ] = "auto",
+    alpha: Annotated[
+        str, typer.Option("--alpha", help="Alpha channel: 'model' (through the network) or "
+                          "'bicubic'.")
+    ] = "model",
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Descend into subfolders.")
+    ] = False,
+    suffix: Annotated[
+        str, typer.Option("--suffix", help="Folder output names: {stem}{suffix}.{ext}.")
+    ] = "",
+    ext: Annotated[
+        str | None, typer.Option("--ext", help="Folder output extension (default: the "
+                                 "input's).")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("-f", "--format", help="Output format (png, jpeg, webp, "
+                                 "bmp, tiff); default from the extension, PNG on stdout.")
+    ] = None,
+    quality: Annotated[
+        int | None, typer.Option("--quality", help="JPEG/WebP quality 1-100.", min=1, max=100)
+    ] = None,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip outputs that already exist "
+                           "(resume a batch).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")
+    ] = False,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", help="Refuse inputs with more pixels than this "
+                          "(decompression-bomb guard); 0 = no limit.", min=0)
+    ] = 400_000_000,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or notes.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary (stdout; stderr when the "
+                           "image itself goes to stdout).")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last/--no-channels-last", help="Channels-last memory "
+                           "format (faster convolutions).")
+    ] = True,
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Video: force this output frame rate.")
+    ] = None,
+    codec: Annotated[
+        str, typer.Option("--codec", help="Video codec (libx264, libx265, libvpx-vp9, ffv1...).")
+    ] = "libx264",
+    crf: Annotated[int | None, typer.Option("--crf", help="Video: constant rate factor.")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Video: encoder preset.")
+    ] = None,
+    pix_fmt: Annotated[
+        str | None, typer.Option("--pix-fmt", help="Video: output pixel format.")
+    ] = None,
+    ffmpeg_args: Annotated[
+        str | None, typer.Option("--ffmpeg-args", help="Video: extra ffmpeg output arguments.")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="Video: start time (seconds or HH:MM:SS).")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option("--duration", help="Video: duration to process.")
+    ] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Video: drop audio.")] = False,
+    no_subtitles: Annotated[
+        bool, typer.Option("--no-subtitles", help="Video: drop subtitles.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Video: continue an interrupted run from its "
+                           "last finished segment.")
+    ] = False,
+) -> None:
+    """Upscale images (and videos) with a super-resolution model.
+
+    Example: sr upscale photo.jpg photo_x4.png -m realesrgan-x4
+
+    More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
+    sr upscale in.mp4 out.mp4 -m realesrgan-compact-x4 --crf 18.
+    """
+    from sr_cli import zoo
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
+
+    console.set_quiet(quiet)
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other")
+    if scale is not None and not scale > 0:
+        raise UsageError("--scale must be > 0")
+    inputs, out = split_inputs_output(list(paths or []), output)
+
+    loaded = _load_models(model or [], mix, scale)
+    opts = InferenceOptions(device=device, precision=precision, tile=tile,
+                            tile_batch=tile_batch, channels_last=channels_last, alpha=alpha)
+    upscaler = Upscaler(loaded, opts, on_warning=console.warn)
+
+    if any(_is_video_path(i) for i in inputs) or _is_video_path(out):
+        from sr_cli.video import VideoOptions, upscale_videos
+
+        vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                             ffmpeg_args=ffmpeg_args, start=start, duration=duration,
+                             audio=not no_audio, subtitles=not no_subtitles, resume=resume,
+                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
+        summary = upscale_videos(inputs, out, upscaler, scale, vopts)
+        _finish(summary, json_out, to_stdout=False)
+        return
+
+    jobs = plan_jobs(inputs, out, recursive=recursive, suffix=suffix, ext=ext, fmt=fmt)
+    if len(jobs) > 1 and not quiet and not console.show_progress():
+        pass
+    summary = _run_jobs(jobs, upscaler, scale, quality=quality, skip_existing=skip_existing,
+                        overwrite=overwrite, max_pixels=max_pixels)
+    _finish(summary, json_out, to_stdout=any(j.dst is None for j in jobs))
+
+
+def _load_models(names: list[str], mix: float | None, scale: float | None) -> Any:
+    from sr_cli import zoo
+
+    if mix is not None:
+        if len(names) != 2:
+            raise UsageError("--mix needs exactly two -m models")
+        if not 0.0 <= mix <= 1.0:
+            raise UsageError("--mix must be in [0, 1]")
+        from sr_cli.interp import blend_models
+
+        a = zoo.load_model(names[0], scale=scale)
+        b = zoo.load_model(names[1], scale=scale)
+        return blend_models(a, b, mix)
+    if len(names) > 1:
+        raise UsageError("several -m models need --mix")
+    name = names[0] if names else zoo.default_model_name()
+    return zoo.load_model(name, scale=scale)
+
+
+def _run_jobs(
+    jobs: list[Job], upscaler: Any, scale: float | None, *, quality: int | None,
+    skip_existing: bool, overwrite: bool, max_pixels: int,
+) -> dict[str, Any]:
+    from sr_cli.io import images
+
+    started = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    failures: list[SRError] = []
+    with console.progress_bar("images", len(jobs), enabled=console.show_progress()
+                              and len(jobs) > 1) as advance:
+        for n, job in enumerate(jobs):
+            rec: dict[str, Any] = {"input": job.label,
+                                   "output": str(job.dst) if job.dst else "<stdout>"}
+            t0 = time.perf_counter()
+            try:
+                if job.dst is not None and job.dst.exists():
+                    if skip_existing:
+                        rec["status"] = "skipped"
+                        records.append(rec)
+                        advance(n + 1, len(jobs))
+                        continue
+                    if not overwrite:
+                        raise UsageError(f"{job.dst} exists (use --overwrite or "
+                                         "--skip-existing)")
+                data = images.read_stdin_bytes() if job.src is None else job.src
+                img = images.read_image(data, name=job.label, max_pixels=max_pixels)
+                with console.progress_bar(f"tiles {Path(job.label).name}", None) as tiles:
+                    pixels = upscaler.upscale_array(img.pixels, scale, progress=tiles)
+                out_img = images.Image(pixels, format=job.fmt, icc=img.icc, exif=img.exif,
+                                       info=dict(img.info))
+                if job.dst is None:
+                    images.write_stdout_bytes(images.encode_image(out_img, job.fmt,
+                                                                  quality=quality))
+                else:
+                    job.dst.parent.mkdir(parents=True, exist_ok=True)
+                    images.write_image(job.dst, out_img, fmt=job.fmt, quality=quality)
+                rec.update(status="ok", in_size=[img.width, img.height],
+                           out_size=[out_img.width, out_img.height])
+            except SRError as exc:
+                if len(jobs) == 1:
+                    raise
+                failures.append(exc)
+                rec.update(status="failed", error=exc.message, code=int(exc.exit_code))
+                console.warn(f"{job.label}: {exc.message}")
+            except OSError as exc:
+                if len(jobs) == 1:
+                    raise
+                err = RuntimeFailure(f"{job.label}: {exc.strerror or exc}")
+                failures.append(err)
+                rec.update(status="failed", error=err.message, code=int(err.exit_code))
+                console.warn(err.message)
+            rec["seconds"] = round(time.perf_counter() - t0, 4)
+            records.append(rec)
+            advance(n + 1, len(jobs))
+    d = upscaler.model.desc
+    return {
+        "model": upscaler.model.name,
+        "arch": d.arch,
+        "native_scale": d.scale,
+        "scale": scale if scale is not None else d.scale,
+        "device": str(upscaler.device),
+        "precision": upscaler.precision,
+        "files": records,
+        "ok": sum(r["status"] == "ok" for r in records),
+        "skipped": sum(r["status"] == "skipped" for r in records),
+        "failed": len(failures),
+        "seconds": round(time.perf_counter() - started, 4),
+        "_failures": failures,
+    }
+
+
+def _finish(summary: dict[str, Any], json_out: bool, *, to_stdout: bool) -> None:
+    failures: list[SRError] = summary.pop("_failures", [])
+    if json_out:
+        text = json.dumps(summary, indent=2)
+        if to_stdout:
+            console.err_console.print(text, markup=False, highlight=False)
+        else:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+    n = len(summary.get("files", []))
+    if n > 1:
+        console.info(f"{summary['ok']} written, {summary['skipped']} skipped, "
+                     f"{summary['failed']} failed in {summary['seconds']:.1f}s")
+    if failures:
+        names = ", ".join(r["input"] for r in summary["files"] if r.get("status") == "failed")
+        codes = {int(f.exit_code) for f in failures}
+        code = codes.pop() if len(codes) == 1 else int(ExitCode.FAILURE)
+        console.err_console.print(f"sr: error: {len(failures)} of {n} file(s) failed: {names}",
+                                  markup=False, style="red")
+        raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""Inference: device and precision selection, stateless tiling, the Upscaler engine."""

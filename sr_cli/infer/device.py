@@ -1,0 +1,68 @@
+"""Device and precision resolution (pure functions; no printing)."""
+
+from __future__ import annotations
+
+import torch
+
+from sr_cli.errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N``.
+
+    Raises UsageError for an unknown spec or a CUDA device that is not present.
+    """
+    s = (spec or "auto").strip().lower()
+    if s == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec}: CUDA is not available on this machine")
+        if ":" in s:
+            idx_s = s.split(":", 1)[1]
+            if not idx_s.isdigit():
+                raise UsageError(f"--device {spec}: expected cuda:N with an integer N")
+            idx = int(idx_s)
+            if idx >= torch.cuda.device_count():
+                raise UsageError(
+                    f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
+                )
+        return torch.device(s)
+    raise UsageError(f"unknown --device {spec!r} (auto, cpu, cuda, cuda:N)")
+
+
+def resolve_precision(spec: str, device: torch.device, supports_half: bool = True) -> str:
+    """Return ``fp32``/``bf16``/``fp16`` for a requested precision on a device.
+
+    ``auto`` is fp16 on CUDA (when the network supports half precision) and fp32 on CPU, where
+    fp32 reproduces reference outputs exactly; ``bf16`` on CPU is the fast opt-in.
+    fp16 on CPU is refused (slow and unsupported by many CPU kernels).
+    """
+    s = (spec or "auto").strip().lower()
+    if s not in PRECISIONS:
+        raise UsageError(f"unknown --precision {spec!r} ({', '.join(PRECISIONS)})")
+    if s == "auto":
+        return "fp16" if device.type == "cuda" and supports_half else "fp32"
+    if s == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16 is not supported on CPU; use bf16 or fp32")
+    return s
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory available for activations on ``device`` (a conservative estimate)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3

@@ -1,0 +1,300 @@
+"""The inference engine: a model on a device at a precision, tiled, for arrays and tensors.
+
+``Upscaler.run`` applies the network at its native scale to a float batch; ``upscale_array``
+handles a whole image: gray/RGB/alpha channels, 8/16-bit, and a final high-quality resize
+(MATLAB bicubic, antialiased when shrinking) from the network's native scale to the requested
+one. Instances are safe to share between threads: the tiler is stateless and per-precision
+network copies are created once under a lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sr_cli.errors import ModelError, UsageError
+from sr_cli.infer.alpha import bleed_transparent
+from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
+from sr_cli.infer.tiling import plan_tiles, run_tiled
+
+if TYPE_CHECKING:
+    from sr_cli.zoo import LoadedModel
+
+ALPHA_MODES = ("model", "bicubic")
+# BT.601 luma, used to return a gray image from a 3-channel network.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How to run a model.
+
+    Attributes:
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16`` (not on CPU).
+        tile: core tile size in input pixels; ``None`` = auto (sized to free memory),
+            ``0`` = whole image.
+        tile_batch: tiles of equal shape per forward pass.
+        channels_last: use the channels-last memory format (faster convolutions).
+        alpha: ``model`` (alpha through the network) or ``bicubic``.
+        memory_fraction: share of free device memory the auto tile size may use.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    tile_batch: int = 4
+    channels_last: bool = True
+    alpha: str = "model"
+    memory_fraction: float = 0.5
+
+
+def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
+    """A conservative estimate of peak activation memory per input pixel at inference."""
+    hp = model.desc.hparams
+    s = max(1, model.desc.scale)
+    feat = int(hp.get("num_feat", hp.get("n1", hp.get("num_features", 64))))
+    arch = model.desc.arch
+    if arch in ("srvgg",):
+        hr_ch = 3 * s * s
+    elif arch in ("srcnn",):
+        hr_ch = feat
+    else:
+        hr_ch = feat
+    lr_ch = feat * 6 if arch == "rrdbnet" else feat * 3
+    return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
+
+
+class Upscaler:
+    """Run a loaded model on images.
+
+    Args:
+        model: from :func:`sr_cli.zoo.load_model`.
+        options: see :class:`InferenceOptions`.
+        on_warning: called with one-line warnings (e.g. half-precision fallback).
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        options: InferenceOptions | None = None,
+        *,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.options = options or InferenceOptions()
+        if self.options.alpha not in ALPHA_MODES:
+            raise UsageError(f"unknown --alpha {self.options.alpha!r} (model, bicubic)")
+        if self.options.tile is not None and self.options.tile < 0:
+            raise UsageError("--tile must be >= 0")
+        self.device = resolve_device(self.options.device)
+        self.precision = resolve_precision(
+            self.options.precision, self.device, model.desc.supports_half
+        )
+        self.on_warning = on_warning
+        self._nets: dict[str, torch.nn.Module] = {}
+        self._lock = threading.Lock()
+        self._warned_fallback = False
+
+    # -- network ---------------------------------------------------------------------------
+    @property
+    def scale(self) -> int:
+        """Native integer scale of the network (0 for the any-scale baselines)."""
+        return int(self.model.desc.scale)
+
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.options.channels_last else torch.contiguous_format
+
+    def _net(self, precision: str) -> torch.nn.Module:
+        with self._lock:
+            net = self._nets.get(precision)
+            if net is None:
+                net = copy.deepcopy(self.model.net).eval()
+                net = net.to(device=self.device, dtype=DTYPES[precision])
+                net = net.to(memory_format=self._memory_format())
+                for p in net.parameters():
+                    p.requires_grad_(False)
+                self._nets[precision] = net
+            return net
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Network forward of a float32 batch; half-precision non-finite output -> fp32 redo."""
+        prec = self.precision
+        with torch.no_grad():
+            xd = x.to(self.device, DTYPES[prec]).contiguous(memory_format=self._memory_format())
+            y = self._net(prec)(xd)
+            if prec != "fp32" and not bool(torch.isfinite(y).all()):
+                if self.on_warning and not self._warned_fallback:
+                    self.on_warning(
+                        f"{prec} produced NaN/Inf on a tile; recomputed it in fp32"
+                    )
+                    self._warned_fallback = True
+                xd = x.to(self.device, torch.float32).contiguous(
+                    memory_format=self._memory_format()
+                )
+                y = self._net("fp32")(xd)
+            return y.float().contiguous()
+
+    def auto_tile(self, height: int, width: int) -> int:
+        """Largest tile (0 = whole image) whose activations fit the memory budget."""
+        dtype_bytes = torch.finfo(DTYPES[self.precision]).bits // 8
+        per_px = _bytes_per_input_pixel(self.model, dtype_bytes)
+        budget = free_memory_bytes(self.device) * self.options.memory_fraction
+        if self.device.type == "cpu":
+            budget = min(budget, 8 * 1024**3)
+        max_px = max(1, int(budget // per_px))
+        if height * width <= max_px:
+            return 0
+        side = int(math.sqrt(max_px))
+        return max(32, side)
+
+    def run(
+        self,
+        x: torch.Tensor,
+        *,
+        tile: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Network at native scale.
+
+        Args:
+            x: ``(B, C, H, W)`` float in [0, 1] (any device), C matching the network.
+            tile: overrides ``options.tile`` (None = options / auto).
+            progress: ``progress(done_tiles, total_tiles)``.
+
+        Returns:
+            ``(B, C_out, H*s, W*s)`` float32 on the CPU, clamped to [0, 1].
+        """
+        if x.ndim != 4:
+            raise UsageError("expected a (B, C, H, W) tensor")
+        desc = self.model.desc
+        s = self.scale
+        if s == 0:
+            raise UsageError("any-scale baseline models are run through upscale_array")
+        h, w = x.shape[-2:]
+        m = max(1, desc.size_multiple)
+        ph, pw = (-h) % m, (-w) % m
+        x = x.float().cpu()
+        if ph or pw:
+            mode = "reflect" if h > ph and w > pw else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        t = self.options.tile if tile is None else tile
+        if t is None:
+            t = self.auto_tile(*x.shape[-2:])
+        tiles = plan_tiles(x.shape[-2], x.shape[-1], t, desc.context, m)
+        out = run_tiled(
+            self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
+        )
+        if ph or pw:
+            out = out[:, :, : h * s, : w * s]
+        return out.clamp_(0, 1)
+
+    # -- whole images ----------------------------------------------------------------------
+    def _network_rgb_or_gray(
+        self, x: torch.Tensor, progress: Callable[[int, int], None] | None
+    ) -> torch.Tensor:
+        """Run colour channels (1 or 3) through the network, adapting gray <-> RGB."""
+        desc = self.model.desc
+        c = x.shape[1]
+        if c == desc.in_channels or (c == 3 and desc.in_channels == 1 and desc.accepts_rgb):
+            return self.run(x, progress=progress)
+        if c == 1 and desc.in_channels == 3:
+            y = self.run(x.expand(-1, 3, -1, -1), progress=progress)
+            luma = torch.tensor(_LUMA, dtype=y.dtype).view(1, 3, 1, 1)
+            return (y * luma).sum(dim=1, keepdim=True)
+        raise ModelError(
+            f"model {self.model.name!r} takes {desc.in_channels}-channel images, "
+            f"the image has {c} colour channel(s)"
+        )
+
+    def upscale_tensor(
+        self,
+        x: torch.Tensor,
+        out_scale: float | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Upscale a float ``(B, C, H, W)`` batch in [0, 1], C in 1..4 (alpha last).
+
+        The network runs at its native scale; when ``out_scale`` differs, a MATLAB-bicubic
+        resize (antialiased when shrinking) brings the result to ``round(H*out_scale)``.
+        """
+        from sr_cli.degrade.resize import imresize
+
+        b, c, h, w = x.shape
+        native = self.scale
+        target = float(out_scale) if out_scale else float(native or 0)
+        if target <= 0:
+            raise UsageError("give --scale for an any-scale baseline model")
+        oh, ow = max(1, round(h * target)), max(1, round(w * target))
+        has_alpha = c in (2, 4)
+        color = x[:, : c - 1] if has_alpha else x
+        if has_alpha:
+            color = bleed_transparent(color, x[:, c - 1 :])
+        if native == 0:
+            up = self._baseline(color, target)
+        else:
+            up = self._network_rgb_or_gray(color, progress)
+            if up.shape[-2:] != (oh, ow):
+                up = imresize(up, size=(oh, ow), kernel="cubic", antialias=True)
+        if has_alpha:
+            a = x[:, c - 1 :]
+            if self.options.alpha == "model" and native != 0:
+                na = self._network_rgb_or_gray(
+                    a.expand(-1, self.model.desc.in_channels, -1, -1), None
+                ).mean(dim=1, keepdim=True)
+                if na.shape[-2:] != (oh, ow):
+                    na = imresize(na, size=(oh, ow), kernel="cubic", antialias=True)
+            else:
+                na = imresize(a.float(), size=(oh, ow), kernel="cubic", antialias=True)
+            up = torch.cat([up, na], dim=1)
+        return up.clamp_(0, 1)
+
+    def _baseline(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        from sr_cli import zoo
+
+        model = zoo.load_model(self.model.name, scale=scale)
+        with torch.no_grad():
+            return model.net(x.double()).float()
+
+    def upscale_array(
+        self,
+        pixels: np.ndarray,
+        out_scale: float | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Upscale an ``(H, W)`` or ``(H, W, C)`` uint8/uint16 (or float in [0, 1]) array.
+
+        Returns an array of the same dtype and channel count.
+        """
+        arr = np.asarray(pixels)
+        squeeze = arr.ndim == 2
+        if squeeze:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+            raise UsageError(f"expected an HxW or HxWxC image array (C 1..4), got {arr.shape}")
+        if arr.dtype == np.uint8:
+            maxv = 255.0
+        elif arr.dtype == np.uint16:
+            maxv = 65535.0
+        elif np.issubdtype(arr.dtype, np.floating):
+            maxv = 1.0
+        else:
+            raise UsageError(f"unsupported array dtype {arr.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / maxv)
+        x = x.permute(2, 0, 1).unsqueeze(0)
+        y = self.upscale_tensor(x, out_scale, progress=progress)[0].permute(1, 2, 0).numpy()
+        if maxv == 1.0:
+            out = y.astype(arr.dtype)
+        else:
+            out = np.round(y * maxv).astype(arr.dtype)
+        return out[:, :, 0] if squeeze else out

@@ -1,0 +1,128 @@
+"""Planning ``sr upscale`` work: inputs (files, folders, stdin) -> outputs (file, folder, stdout).
+
+Pure planning, no I/O besides listing folders: a :class:`Job` maps one source to one
+destination. Rules: the last positional argument is the output when there are two or more and
+no ``-o``; a folder input needs a folder output; an output never equals an input; two inputs
+never map to one output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sr_cli.errors import InputError, UsageError
+from sr_cli.io.images import EXT_OF_FORMAT, format_for_path, is_image_path
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. ``src``/``dst`` None mean stdin/stdout."""
+
+    src: Path | None
+    dst: Path | None
+    fmt: str  # output image format ("png", "jpeg", ...)
+
+    @property
+    def label(self) -> str:
+        return str(self.src) if self.src is not None else "<stdin>"
+
+
+def _is_stdio(p: str | None) -> bool:
+    return p is None or p == "-"
+
+
+def split_inputs_output(paths: list[str], output: str | None) -> tuple[list[str], str | None]:
+    """Apply the ``INPUT... [OUTPUT]`` convention (``-o`` makes every positional an input)."""
+    if output is not None:
+        return list(paths), output
+    if len(paths) >= 2:
+        return list(paths[:-1]), paths[-1]
+    return list(paths), None
+
+
+def _looks_like_dir(out: str) -> bool:
+    p = Path(out)
+    return out.endswith(("/", "\\")) or p.is_dir() or (not p.suffix and not p.exists())
+
+
+def _list_images(folder: Path, recursive: bool) -> list[Path]:
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+
+
+def plan_jobs(
+    inputs: list[str],
+    output: str | None,
+    *,
+    recursive: bool = False,
+    suffix: str = "",
+    ext: str | None = None,
+    fmt: str | None = None,
+) -> list[Job]:
+    """Turn the command line into jobs. Raises UsageError / InputError on impossible plans."""
+    if not inputs:
+        inputs = ["-"]
+    if len(inputs) > 1 and any(_is_stdio(i) for i in inputs):
+        raise UsageError("stdin ('-') cannot be combined with other inputs")
+    out_ext = None
+    if ext:
+        out_ext = "." + ext.lower().lstrip(".")
+        format_for_path(Path("x" + out_ext))  # validates
+    sources: list[tuple[Path | None, Path | None]] = []  # (src, root folder or None)
+    for item in inputs:
+        if _is_stdio(item):
+            sources.append((None, None))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = _list_images(p, recursive)
+            if not found:
+                raise InputError(f"{item}: no images found" + ("" if recursive else
+                                 " (use --recursive for subfolders)"))
+            sources.extend((f, p) for f in found)
+        elif p.exists():
+            sources.append((p, None))
+        else:
+            raise InputError(f"{item}: no such file or folder")
+
+    single = len(sources) == 1 and sources[0][1] is None
+    jobs: list[Job] = []
+    if _is_stdio(output):
+        if not single:
+            raise UsageError("several inputs need an output folder (OUTPUT or -o DIR/)")
+        src = sources[0][0]
+        out_fmt = format_for_path(Path("x" + (out_ext or ".png")), fmt) if (fmt or out_ext) \
+            else "png"
+        jobs.append(Job(src, None, out_fmt))
+        return jobs
+    assert output is not None  # noqa: S101 - narrowed by _is_stdio
+    if single and not _looks_like_dir(output):
+        dst = Path(output)
+        jobs.append(Job(sources[0][0], dst, format_for_path(dst, fmt)))
+    else:
+        out_dir = Path(output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"{output}: several inputs need an output folder, not a file")
+        for src, root in sources:
+            if src is None:
+                raise UsageError("stdin input needs an output file or '-', not a folder")
+            rel_parent = src.parent.relative_to(root) if root is not None else Path()
+            e = out_ext or (EXT_OF_FORMAT[fmt] if fmt else src.suffix.lower())
+            dst = out_dir / rel_parent / f"{src.stem}{suffix}{e}"
+            jobs.append(Job(src, dst, format_for_path(dst, fmt)))
+    seen: dict[Path, Job] = {}
+    in_set = {s.resolve() for s, _ in sources if s is not None}
+    for j in jobs:
+        if j.dst is None:
+            continue
+        r = j.dst.resolve()
+        if r in in_set:
+            raise UsageError(f"{j.dst}: output would overwrite an input; choose another OUTPUT "
+                             "or --suffix")
+        if r in seen:
+            raise UsageError(f"{seen[r].label} and {j.label} would both write {j.dst}")
+        seen[r] = j
+    return jobs
