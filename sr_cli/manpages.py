@@ -101,7 +101,7 @@ def render_all() -> dict[str, str]:
     """Return {file name: roff text} for sr.1 and every sub-command."""
     from sr_cli.cli import app
 
-    root = typer.main.get_command(app)
+    root: Any = typer.main.get_command(app)
     ctx = click_core.Context(root, info_name="sr")
     pages: dict[str, str] = {}
     names = [n for n in root.list_commands(ctx) if not root.get_command(ctx, n).hidden]

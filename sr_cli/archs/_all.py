@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from sr_cli.archs import baseline, rrdbnet, srcnn, srresnet, srvgg
 from sr_cli.archs.base import ArchSpec
 
-SPECS: list[ArchSpec] = []
+SPECS: list[ArchSpec] = [
+    srcnn.SPEC,
+    srresnet.SPEC,
+    rrdbnet.SPEC,
+    srvgg.SPEC,
+    *baseline.SPECS,
+]

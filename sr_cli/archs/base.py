@@ -67,6 +67,10 @@ class ArchSpec:
             schemes (original ESRGAN repo, old ``model.N``) to this project's keys; returns the
             input unchanged when it is already canonical or not this architecture.
         description: one line for ``sr models list`` / docs.
+        extra: optional facts. Keys in use: ``tiny`` (small hparams the shared registry tests
+            build), ``scales`` (supported native scales), ``scale_in_weights`` (False when the
+            factor cannot be read from tensor shapes, e.g. SRCNN), ``learned`` (False for the
+            interpolation baselines).
     """
 
     name: str

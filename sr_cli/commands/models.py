@@ -1,13 +1,197 @@
-"""`sr models ...` (placeholder until the zoo lands)."""
+"""`sr models list|info|convert`: inspect the zoo and import checkpoints.
+
+``fetch`` lives in its own module (``sr_cli.commands.fetch``, function ``fetch``); when that
+module exists it is appended to :data:`COMMANDS` here, so ``cli.py`` registers it with the rest.
+"""
 
 from __future__ import annotations
 
-from sr_cli.errors import RuntimeFailure
+import importlib
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sr_cli import zoo
+from sr_cli.console import info
+from sr_cli.errors import UsageError
 
 
-def list_() -> None:
-    """List the models of the zoo."""
-    raise RuntimeFailure("'sr models list' is not implemented yet")
+def _fmt_scale(scale: float) -> str:
+    if scale == 0:
+        return "any"
+    return f"x{int(scale)}" if float(scale).is_integer() else f"x{scale:g}"
 
 
-COMMANDS = [("list", list_)]
+def _fmt_scores(scores: dict[str, Any]) -> str:
+    parts = []
+    for ds, vals in sorted(scores.items()):
+        if isinstance(vals, dict):
+            psnr, ssim = vals.get("psnr_y", vals.get("psnr")), vals.get("ssim_y", vals.get("ssim"))
+            txt = " ".join(
+                f"{v:.2f}" if k == "psnr" else f"{v:.4f}"
+                for k, v in (("psnr", psnr), ("ssim", ssim))
+                if isinstance(v, (int, float))
+            )
+            shown = ("psnr_y", "psnr", "ssim_y", "ssim")
+            extra = [f"{k}={v:.3g}" for k, v in vals.items()
+                     if k not in shown and isinstance(v, (int, float))]
+            parts.append(f"{ds} {' '.join([txt, *extra]).strip()}".strip())
+        elif isinstance(vals, (int, float)):
+            parts.append(f"{ds} {vals:.4g}")
+    return "; ".join(parts) if parts else "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")]
+    = False,
+) -> None:
+    """List the models of the zoo: name, architecture, scale, parameters, file, scores.
+
+    Example: sr models list --json | jq '.[] | select(.default)'
+
+    The table (or JSON) goes to stdout. The default model (used when -m is not given) is marked
+    with '*'; while the zoo holds no scored learned model it is the bicubic baseline, and a note
+    on stderr says so. Zoo folders: the repository's models/, $SR_HOME/models (else
+    ~/.cache/sr/models) and SR_MODELS_PATH; `sr models info NAME` shows one model in detail.
+    """
+    entries = zoo.list_models()
+    default = next((e.name for e in entries if e.default), zoo.default_model_name())
+    if as_json:
+        typer.echo(json.dumps([e.to_json() for e in entries], indent=2))
+    else:
+        rows = [["", "NAME", "ARCH", "SCALE", "PARAMS", "FILE", "SCORES (PSNR-Y SSIM-Y)"]]
+        for e in entries:
+            rows.append([
+                "*" if e.default else "",
+                e.name,
+                e.arch,
+                _fmt_scale(e.scale),
+                f"{e.params:,}" if e.learned else "-",
+                str(e.file) if e.file else "(built in)",
+                _fmt_scores(e.scores),
+            ])
+        typer.echo(_table(rows))
+    if default == "bicubic" and not any(e.learned and e.default for e in entries):
+        info("default model: bicubic (fallback: no scored learned model in models/ yet)")
+    else:
+        info(f"default model: {default}")
+
+
+def _describe(lm: zoo.LoadedModel) -> dict[str, Any]:
+    d = lm.desc
+    from sr_cli.archs import get_arch
+
+    return {
+        "name": lm.name,
+        "arch": d.arch,
+        "description": get_arch(d.arch).description,
+        "scale": d.scale if d.scale else "any",
+        "in_channels": d.in_channels,
+        "accepts_rgb": d.accepts_rgb,
+        "learned": d.learned,
+        "params": sum(p.numel() for p in lm.net.parameters()),
+        "size_multiple": d.size_multiple,
+        "context": d.context,
+        "supports_half": d.supports_half,
+        "hparams": d.hparams,
+        "file": str(lm.source) if lm.source else None,
+        "metadata": {k: v for k, v in lm.metadata.items() if k != "hparams"},
+    }
+
+
+def info_(
+    model: Annotated[str, typer.Argument(help="Zoo name, baseline name or weights path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show one model: architecture, hyperparameters, scale, channels, parameters, metadata.
+
+    Example: sr models info weights/realesr-animevideov3.pth
+
+    Works on zoo names, the baselines (bicubic, lanczos, nearest) and any .safetensors or .pth
+    file (the architecture is detected from the tensors when the file has no metadata).
+    """
+    facts = _describe(zoo.load_model(model))
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2, sort_keys=False))
+        return
+    lines = []
+    for key, val in facts.items():
+        if key in ("hparams", "metadata"):
+            continue
+        if key == "params":
+            val = f"{val:,}"
+        lines.append(f"{key}: {val}")
+    lines.append("hparams: " + json.dumps(facts["hparams"], sort_keys=True))
+    for k, v in sorted(facts["metadata"].items()):
+        lines.append(f"metadata.{k}: {v}")
+    typer.echo("\n".join(lines))
+
+
+def convert(
+    src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt or .safetensors).")],
+    dst: Annotated[str, typer.Argument(help="Output .safetensors file ('-' for stdout).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name stored in the metadata.")
+    ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option("--scale", help="Scale for checkpoints that do not store it (SRCNN)."),
+    ] = None,
+) -> None:
+    """Convert a checkpoint to a zoo .safetensors file with metadata.
+
+    Example: sr models convert RealESRGAN_x4plus.pth models/realesrgan-x4.safetensors
+
+    The architecture and hyperparameters are detected from the tensors (BasicSR, original
+    ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.
+    .pth files are read with torch.load(weights_only=True): pickles that need code execution are
+    refused. The output is written atomically and never over the input.
+    """
+    if dst != "-":
+        out = Path(dst)
+        if out.suffix.lower() != ".safetensors":
+            raise UsageError(f"{dst}: the output must be a .safetensors file")
+        if out.exists() and src.exists() and os.path.samefile(out, src):
+            raise UsageError(f"{dst}: refusing to overwrite the input")
+        if out.is_dir():
+            raise UsageError(f"{dst}: is a directory")
+    sd, meta = zoo.read_weights(src)
+    lm = zoo.build_loaded(sd, meta, name=name or "", source=src, scale=scale)
+    keep = {k: v for k, v in meta.items()
+            if k not in ("arch", "hparams", "scale", "in_channels", "params", "format")}
+    keep["name"] = name or keep.get("name") or (Path(dst).stem if dst != "-" else src.stem)
+    keep.setdefault("converted_from", src.name)
+    n_params = sum(p.numel() for p in lm.net.parameters())
+    if dst == "-":
+        from safetensors.torch import save
+
+        from sr_cli.io.images import write_stdout_bytes
+
+        tensors = {k: v.contiguous().clone() for k, v in lm.net.state_dict().items()}
+        write_stdout_bytes(save(tensors, metadata=zoo.model_metadata(lm.net, lm.desc, keep)))
+    else:
+        zoo.save_model(dst, lm.net, lm.desc, keep)
+    info(f"{src} -> {dst}: {lm.desc.arch} {_fmt_scale(lm.desc.scale)}, {n_params:,} parameters")
+
+
+COMMANDS: list[tuple[str, Callable[..., Any]]] = [
+    ("list", list_),
+    ("info", info_),
+    ("convert", convert),
+]
+
+# Slot for `sr models fetch`, written in its own module by the fetch work.
+if importlib.util.find_spec("sr_cli.commands.fetch") is not None:
+    COMMANDS.append(("fetch", importlib.import_module("sr_cli.commands.fetch").fetch))

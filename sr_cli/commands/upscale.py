@@ -150,7 +150,6 @@ def upscale(
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
     sr upscale in.mp4 out.mp4 -m realesrgan-compact-x4 --crf 18.
     """
-    from sr_cli import zoo
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
     console.set_quiet(quiet)
@@ -172,7 +171,9 @@ def upscale(
                              ffmpeg_args=ffmpeg_args, start=start, duration=duration,
                              audio=not no_audio, subtitles=not no_subtitles, resume=resume,
                              overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
-        summary = upscale_videos(inputs, out, upscaler, scale, vopts)
+        with console.progress_bar("frames", None) as frames_bar:
+            summary = upscale_videos(inputs, out, upscaler, scale, vopts, progress=frames_bar,
+                                     on_note=console.info)
         _finish(summary, json_out, to_stdout=False)
         return
 

@@ -119,7 +119,7 @@ class Upscaler:
             if net is None:
                 net = copy.deepcopy(self.model.net).eval()
                 net = net.to(device=self.device, dtype=DTYPES[precision])
-                net = net.to(memory_format=self._memory_format())
+                net = net.to(memory_format=self._memory_format())  # type: ignore[call-overload]
                 for p in net.parameters():
                     p.requires_grad_(False)
                 self._nets[precision] = net
@@ -293,8 +293,5 @@ class Upscaler:
         x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / maxv)
         x = x.permute(2, 0, 1).unsqueeze(0)
         y = self.upscale_tensor(x, out_scale, progress=progress)[0].permute(1, 2, 0).numpy()
-        if maxv == 1.0:
-            out = y.astype(arr.dtype)
-        else:
-            out = np.round(y * maxv).astype(arr.dtype)
+        out = y.astype(arr.dtype) if maxv == 1.0 else np.round(y * maxv).astype(arr.dtype)
         return out[:, :, 0] if squeeze else out

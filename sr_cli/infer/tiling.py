@@ -40,7 +40,7 @@ class Tile:
 
 
 def _splits(length: int, tile: int, multiple: int) -> list[tuple[int, int]]:
-    """Split ``[0, length)`` into near-equal chunks of at most ``tile`` (multiples of ``multiple``)."""
+    """Split ``[0, length)`` into near-equal chunks of at most ``tile``, on ``multiple``s."""
     n = max(1, math.ceil(length / tile))
     size = math.ceil(length / n / multiple) * multiple
     edges = list(range(0, length, size)) + [length]
@@ -108,10 +108,10 @@ def run_tiled(
     """
     b = x.shape[0]
     if len(tiles) == 1 and tiles[0].padded_shape == tuple(x.shape[-2:]):
-        out = fn(x)
+        whole = fn(x)
         if progress:
             progress(1, 1)
-        return out
+        return whole
     groups: dict[tuple[int, int], list[Tile]] = {}
     for t in tiles:
         groups.setdefault(t.padded_shape, []).append(t)

@@ -1,0 +1,129 @@
+"""SRVGGNetCompact (Real-ESRGAN's compact VGG-style network, e.g. realesr-animevideov3).
+
+``body`` is a flat ``nn.ModuleList``: ``body.0`` conv3x3 (in -> nf), then activation; ``num_conv``
+times conv3x3 (nf -> nf) + activation; the last conv3x3 (nf -> out * upscale^2) is
+``body.(2*num_conv+2)``. PReLU activations (one slope per channel) carry weights at the odd
+indices. ``out = PixelShuffle(upscale)(body(x)) + nearest_upsample(x, upscale)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+
+ACT_TYPES = ("prelu", "relu", "leakyrelu")
+
+
+def _act(act_type: str, nf: int) -> nn.Module:
+    if act_type == "prelu":
+        return nn.PReLU(num_parameters=nf)
+    if act_type == "relu":
+        return nn.ReLU(inplace=True)
+    if act_type == "leakyrelu":
+        return nn.LeakyReLU(negative_slope=0.1, inplace=True)
+    raise ValueError(f"SRVGGNetCompact act_type must be one of {ACT_TYPES}, got {act_type!r}")
+
+
+class SRVGGNetCompact(nn.Module):
+    """``forward(x)``: ``(B, num_in_ch, h, w)`` in [0, 1] -> ``(B, num_out_ch, h*s, w*s)``.
+
+    The nearest-upsampled input is added to the output, so ``num_in_ch`` must equal
+    ``num_out_ch``.
+    """
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_conv: int = 16,
+        upscale: int = 4,
+        act_type: str = "prelu",
+    ) -> None:
+        super().__init__()
+        if num_in_ch != num_out_ch:
+            raise ValueError("SRVGGNetCompact needs num_in_ch == num_out_ch (residual on input)")
+        self.upscale = upscale
+        layers: list[nn.Module] = [nn.Conv2d(num_in_ch, num_feat, 3, 1, 1),
+                                   _act(act_type, num_feat)]
+        for _ in range(num_conv):
+            layers += [nn.Conv2d(num_feat, num_feat, 3, 1, 1), _act(act_type, num_feat)]
+        layers.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
+        self.body = nn.ModuleList(layers)
+        self.upsampler = nn.PixelShuffle(upscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        out = self.upsampler(out)
+        return out + F.interpolate(x, scale_factor=float(self.upscale), mode="nearest")
+
+
+DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16,
+                            "upscale": 4, "act_type": "prelu"}
+
+
+def describe(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius."""
+    return Descriptor(
+        arch="srvgg",
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["num_in_ch"]),
+        hparams=dict(hp),
+        context=int(hp["num_conv"]) + 2,
+        supports_half=True,
+    )
+
+
+_KEY = re.compile(r"^body\.(\d+)\.weight$")
+
+
+def detect(sd: StateDict) -> dict[str, Any] | None:
+    """Recognise ``body.N`` keys with convs at even indices.
+
+    The activation is ``prelu`` when odd indices carry weights; otherwise it cannot be told
+    apart from the weights and ``relu`` is assumed (metadata should say).
+    """
+    idx = sorted(int(m.group(1)) for k in sd if (m := _KEY.match(k)))
+    if not idx or idx[0] != 0 or any(not k.startswith("body.") for k in sd):
+        return None
+    last = idx[-1]
+    if last % 2 or last < 2:
+        return None
+    convs = range(0, last + 1, 2)
+    if any(f"body.{i}.weight" not in sd or sd[f"body.{i}.weight"].ndim != 4 for i in convs):
+        return None
+    first, final = sd["body.0.weight"], sd[f"body.{last}.weight"]
+    in_ch = int(first.shape[1])
+    ratio, rem = divmod(int(final.shape[0]), in_ch)
+    up = math.isqrt(ratio)
+    if rem or up * up != ratio or up < 1:
+        return None
+    return {
+        "num_in_ch": in_ch,
+        "num_out_ch": in_ch,
+        "num_feat": int(first.shape[0]),
+        "num_conv": (last - 2) // 2,
+        "upscale": up,
+        "act_type": "prelu" if "body.1.weight" in sd else "relu",
+    }
+
+
+SPEC = ArchSpec(
+    name="srvgg",
+    defaults=DEFAULTS,
+    factory=SRVGGNetCompact,
+    describe=describe,
+    detect=detect,
+    description="SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    extra={"tiny": {"num_feat": 8, "num_conv": 2, "upscale": 2}, "scales": (1, 2, 3, 4)},
+)

@@ -1,0 +1,467 @@
+"""The model zoo: names -> weights files, safe weight reading, architecture detection, saving.
+
+Names. ``-m`` takes a zoo name or a path. Zoo folders, searched in this order (the first file of
+a name wins): the repository's ``models/``, ``$SR_HOME/models`` (else ``~/.cache/sr/models``, or
+``$XDG_CACHE_HOME/sr/models``), then each folder of ``SR_MODELS_PATH`` (``os.pathsep``-separated).
+A zoo name is a ``*.safetensors`` file's stem. ``bicubic``, ``lanczos`` and ``nearest`` always
+exist (non-learned); ``default`` is :func:`default_model_name`.
+
+Files. ``.safetensors`` (the zoo format) carry ``__metadata__`` strings: ``arch``, ``hparams``
+(JSON), ``scale``, ``in_channels``, ``name``, ``recipe``, ``trained_steps``, ``data`` and
+``scores`` (JSON, e.g. ``{"Set5": {"psnr_y": 30.5, "ssim_y": 0.86}}``). When ``arch``/``hparams``
+are present they are used; otherwise the architecture is detected from the tensors.
+``.pth``/``.pt`` checkpoints load only through ``torch.load(weights_only=True)``: pickles that
+need code execution are refused, never run. Wrappers ``params_ema`` (preferred), ``params`` and
+``state_dict`` are unwrapped and ``module.`` prefixes stripped.
+
+Default model: a ``models/DEFAULT`` file holding a zoo name wins; otherwise the learned model in
+the repository's ``models/`` with the highest Set5 PSNR-Y in its ``scores`` (among x4 models when
+there are any, else among all); while there is none it is ``bicubic``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import sr_cli
+from sr_cli.archs import Descriptor, all_specs, get_arch
+from sr_cli.errors import ModelError
+from sr_cli.io.atomic import atomic_write_bytes
+
+BASELINES = ("bicubic", "lanczos", "nearest")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+_WRAPPERS = ("params_ema", "params", "state_dict")
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference: eval mode, fp32, on the CPU."""
+
+    name: str
+    net: nn.Module
+    desc: Descriptor
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+
+@dataclass
+class ZooEntry:
+    """One row of ``sr models list``."""
+
+    name: str
+    arch: str
+    scale: float
+    params: int
+    file: Path | None
+    scores: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    learned: bool = True
+    default: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "arch": self.arch,
+            "scale": self.scale,
+            "params": self.params,
+            "file": str(self.file) if self.file else None,
+            "scores": self.scores,
+            "description": self.description,
+            "learned": self.learned,
+            "default": self.default,
+        }
+
+
+# --------------------------------------------------------------------------- folders and names
+
+
+def repo_models_dir() -> Path:
+    """The repository's ``models/`` folder (shipped, curated models)."""
+    return Path(sr_cli.__file__).resolve().parents[1] / "models"
+
+
+def user_models_dir() -> Path:
+    """``$SR_HOME/models``, else ``$XDG_CACHE_HOME/sr/models`` or ``~/.cache/sr/models``."""
+    home = os.environ.get("SR_HOME")
+    if home:
+        return Path(home).expanduser() / "models"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "sr" / "models"
+
+
+def search_dirs() -> list[Path]:
+    """Zoo folders in lookup order (existing or not)."""
+    dirs = [repo_models_dir(), user_models_dir()]
+    for part in os.environ.get("SR_MODELS_PATH", "").split(os.pathsep):
+        if part.strip():
+            dirs.append(Path(part.strip()).expanduser())
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def _zoo_files() -> dict[str, Path]:
+    """name -> file, first folder wins."""
+    found: dict[str, Path] = {}
+    for d in search_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.safetensors")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+# --------------------------------------------------------------------------- reading weights
+
+
+def _sniff(path: Path, head: bytes) -> str:
+    if path.suffix.lower() == ".safetensors":
+        return "safetensors"
+    if path.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
+        return "torch"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise ModelError(f"{path}: not a weights file (expected .safetensors or .pth)")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # type: ignore[no-untyped-call]
+            meta = dict(f.metadata() or {})
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # SafetensorError, OSError on truncation, ...
+        raise ModelError(f"{path}: corrupt or truncated safetensors file ({_short(exc)})") from None
+    return sd, {str(k): str(v) for k, v in meta.items()}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"{path}: unsafe or unsupported pickle (needs code execution) refused; "
+            f"only plain tensor checkpoints load ({_short(exc)})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, struct.error, KeyError,
+            AttributeError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable PyTorch checkpoint ({_short(exc)})") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    """Unwrap ``params_ema`` / ``params`` / ``state_dict`` and strip ``module.`` prefixes."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not _all_tensors(obj):
+            for key in _WRAPPERS:
+                if key in obj and isinstance(obj[key], Mapping):
+                    obj = obj[key]
+                    break
+            else:
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ModelError(f"{path}: no state dict found (expected tensors, or params_ema/params/"
+                         "state_dict)")
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not sd:
+        raise ModelError(f"{path}: no tensors in the checkpoint")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    return all(isinstance(v, Tensor) for v in obj.values())
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a weights file safely: ``(state_dict, metadata)``.
+
+    ``.safetensors`` -> tensors and ``__metadata__``; ``.pth``/``.pt`` -> ``torch.load`` with
+    ``weights_only=True`` (metadata ``{}``). Raises ModelError on missing, corrupt, truncated or
+    unsafe files.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such weights file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    if _sniff(p, head) == "safetensors":
+        return _read_safetensors(p)
+    return _read_torch(p), {}
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def detect_arch(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
+    """Recognise the architecture of a state dict (any supported key scheme).
+
+    Returns ``(arch id, hparams)``; raises ModelError when no registered architecture matches.
+    """
+    sd = _strip_module(state_dict)
+    for spec in all_specs():
+        try:
+            hp = spec.detect(spec.canonical_keys(sd))
+        except (KeyError, IndexError, ValueError):
+            hp = None
+        if hp is not None:
+            return spec.name, spec.hparams(**hp)
+    sample = ", ".join(list(sd)[:3])
+    raise ModelError(f"no known architecture matches these weights (keys: {sample}, ...)")
+
+
+def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def _hparams_from_metadata(meta: Mapping[str, str], path: Path) -> tuple[str, dict[str, Any]]:
+    arch = meta["arch"]
+    spec = get_arch(arch)  # ModelError if unknown
+    try:
+        hp = json.loads(meta["hparams"])
+    except (json.JSONDecodeError, KeyError):
+        raise ModelError(f"{path}: metadata 'hparams' is not valid JSON") from None
+    if not isinstance(hp, dict):
+        raise ModelError(f"{path}: metadata 'hparams' must be a JSON object")
+    return spec.name, spec.hparams(**hp)
+
+
+def build_loaded(
+    state_dict: Mapping[str, Tensor],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    name: str = "",
+    source: Path | None = None,
+    scale: float | None = None,
+) -> LoadedModel:
+    """Build the network for a state dict (metadata arch/hparams when present, else detection),
+    load the weights strictly and return it in eval mode, fp32, on the CPU."""
+    meta = dict(metadata or {})
+    where = source or Path(name or "weights")
+    if "arch" in meta and "hparams" in meta:
+        arch, hp = _hparams_from_metadata(meta, where)
+    else:
+        arch, hp = detect_arch(state_dict)
+        spec = get_arch(arch)
+        if scale is not None and not spec.extra.get("scale_in_weights", True):
+            hp["scale"] = int(scale)  # e.g. SRCNN: the factor is not stored in the weights
+        elif "scale" in meta and not spec.extra.get("scale_in_weights", True):
+            hp["scale"] = int(float(meta["scale"]))
+    spec = get_arch(arch)
+    try:
+        net = spec.factory(**hp)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: cannot build {arch} with {hp}: {exc}") from None
+    sd = spec.canonical_keys(_strip_module(state_dict))
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{where}: weights do not fit {arch}: {_mismatch(exc)}") from None
+    net.float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(name=name or (source.stem if source else arch), net=net,
+                       desc=spec.describe(hp), metadata=meta, source=source)
+
+
+def _mismatch(exc: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = " ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else "mismatch"
+    return detail[:240]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
+    """Resolve a zoo name, ``default``, a baseline or a path, and load it.
+
+    ``scale`` sets the factor of the non-learned baselines (default 4), selects a default model of
+    that native scale for ``default``, and gives the factor of an SRCNN checkpoint without
+    metadata. Learned models keep their native scale (the engine resizes when asked otherwise).
+    Raises ModelError for unknown names (with close matches) and bad files.
+    """
+    name = str(name_or_path).strip()
+    if name.lower() == "default":
+        name = default_model_name(scale)
+    if name.lower() in BASELINES:
+        spec = get_arch(name.lower())
+        s = float(scale) if scale is not None else float(spec.defaults["scale"])
+        if not (math.isfinite(s) and s > 0):
+            raise ModelError(f"{name}: scale must be a positive number, got {scale}")
+        hp = spec.hparams(scale=s)
+        return LoadedModel(name=spec.name, net=spec.factory(**hp).eval(), desc=spec.describe(hp),
+                           metadata={}, source=None)
+    path = Path(name).expanduser()
+    if path.is_file():
+        return _load_file(path, None, scale)
+    files = _zoo_files()
+    key = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+    if key in files:
+        return _load_file(files[key], key, scale)
+    if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in name or "/" in name:
+        raise ModelError(f"{name}: no such weights file")
+    known = sorted(set(files) | set(BASELINES))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ModelError(f"unknown model {name!r}{hint} (see `sr models list`)")
+
+
+def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel:
+    """Load a file; ``name`` is the zoo name, or None for a path (metadata name, else stem)."""
+    sd, meta = read_weights(path)
+    return build_loaded(sd, meta, name=name or meta.get("name") or path.stem, source=path,
+                        scale=scale)
+
+
+def model_metadata(net: nn.Module, desc: Descriptor,
+                   metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``__metadata__`` written by :func:`save_model` (the caller's keys win)."""
+    meta = {
+        "arch": desc.arch,
+        "hparams": json.dumps(desc.hparams, sort_keys=True),
+        "scale": str(desc.scale),
+        "in_channels": str(desc.in_channels),
+        "params": str(sum(p.numel() for p in net.parameters())),
+        "format": "sr_cli/1",
+    }
+    for k, v in (metadata or {}).items():
+        meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return meta
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    net: nn.Module,
+    desc: Descriptor,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``net``'s state dict as safetensors with metadata, atomically.
+
+    Tensors are stored contiguous, on the CPU, in their dtype (fp32 for trained models);
+    non-string metadata values are JSON-encoded.
+    """
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+    data = save(tensors, metadata=model_metadata(net, desc, metadata))
+    atomic_write_bytes(path, data)
+
+
+def _header(path: Path) -> tuple[dict[str, str], int]:
+    """Metadata and parameter count of a safetensors file, from its header only."""
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 100_000_000:
+                raise ValueError("header too large")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error) as exc:
+        raise ModelError(f"{path}: corrupt safetensors header ({_short(exc)})") from None
+    meta = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+    params = 0
+    for k, info in header.items():
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        params += math.prod(info.get("shape", []))
+    return meta, params
+
+
+def _scores(meta: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        s = json.loads(meta.get("scores", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return s if isinstance(s, dict) else {}
+
+
+def set5_psnr(scores: Mapping[str, Any]) -> float | None:
+    """Set5 PSNR-Y from a scores dict (``{"Set5": {"psnr_y": ...}}``; ``psnr`` accepted)."""
+    s5 = scores.get("Set5") or scores.get("set5")
+    if isinstance(s5, Mapping):
+        for key in ("psnr_y", "psnr"):
+            v = s5.get(key)
+            if isinstance(v, (int, float)):
+                return float(v)
+    return None
+
+
+def _entries(dirs_first_only: bool = False) -> list[ZooEntry]:
+    entries = []
+    repo = repo_models_dir()
+    for name, path in _zoo_files().items():
+        if dirs_first_only and path.parent != repo:
+            continue
+        try:
+            meta, params = _header(path)
+        except ModelError:
+            entries.append(ZooEntry(name, "?", 0, 0, path, description="unreadable file"))
+            continue
+        arch = meta.get("arch", "?")
+        try:
+            scale: float = float(meta.get("scale", "0"))
+        except ValueError:
+            scale = 0
+        # the file stem is the name users type (metadata "name" may differ after a rename)
+        entries.append(ZooEntry(name=name, arch=arch, scale=scale, params=params, file=path,
+                                scores=_scores(meta), description=meta.get("description", "")))
+    return entries
+
+
+def default_model_name(scale: float | None = None) -> str:
+    """The default model: ``models/DEFAULT`` if present, else the learned model in the
+    repository's ``models/`` with the best Set5 PSNR-Y (x4 preferred; of the requested native
+    ``scale`` when given), else ``bicubic``."""
+    marker = repo_models_dir() / "DEFAULT"
+    if marker.is_file():
+        chosen = marker.read_text(encoding="utf-8").strip()
+        if chosen:
+            return chosen
+    cands = [e for e in _entries(dirs_first_only=True) if set5_psnr(e.scores) is not None]
+    if scale is not None:
+        cands = [e for e in cands if e.scale == float(scale)]
+    elif any(e.scale == 4 for e in cands):
+        cands = [e for e in cands if e.scale == 4]
+    if not cands:
+        return "bicubic"
+    best = max(cands, key=lambda e: (set5_psnr(e.scores) or 0.0, e.name))
+    return best.name
+
+
+def list_models() -> list[ZooEntry]:
+    """Every model: the baselines, then the zoo files (sorted by name); ``default`` marked."""
+    default = default_model_name()
+    rows = []
+    for b in BASELINES:
+        spec = get_arch(b)
+        rows.append(ZooEntry(name=b, arch=b, scale=0, params=0, file=None,
+                             description=spec.description, learned=False))
+    rows += sorted(_entries(), key=lambda e: e.name)
+    for r in rows:
+        r.default = r.name == default
+    return rows
