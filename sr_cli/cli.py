@@ -85,7 +85,10 @@ def guard(fn: F) -> F:
 app = typer.Typer(
     name="sr",
     help="Super-resolution on the command line: upscale, degrade, train, interp, score.\n\n"
-    "stdout carries data only; messages go to stderr. `-` means stdin/stdout.",
+    "Example: sr upscale photo.jpg photo_x4.png\n\n"
+    "stdout carries data only; messages go to stderr. `-` means stdin/stdout.\n\n"
+    "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 bad input data, "
+    "4 model/weights error, 5 score threshold not met, 130 interrupted.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -9,27 +9,56 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from sr_cli.errors import RuntimeFailure
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """Create the temporary file; a missing/unwritable folder is a RuntimeFailure (exit 1)."""
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise RuntimeFailure(f"{target}: is a folder; cannot write a file there")
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+    except FileNotFoundError:
+        raise RuntimeFailure(f"{target}: output folder {str(folder)!r} does not exist") from None
+    except NotADirectoryError:
+        raise RuntimeFailure(f"{target}: {str(folder)!r} is not a folder") from None
+    except PermissionError:
+        raise RuntimeFailure(
+            f"{target}: permission denied (cannot write in {str(folder)!r})"
+        ) from None
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched, so an
-    interrupted or failed write never leaves a truncated output.
+    interrupted or failed write never leaves a truncated output. A missing or unwritable
+    target folder raises :class:`~sr_cli.errors.RuntimeFailure`; other ``OSError`` (disk
+    full, ...) propagate unchanged, after the clean-up.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+    fd, tmp = _temp_beside(target)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh  # type: ignore[misc]
             fh.flush()
             with contextlib.suppress(OSError):
                 os.fsync(fh.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file mode
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
