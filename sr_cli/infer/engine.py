@@ -231,9 +231,12 @@ class Upscaler:
 
         b, c, h, w = x.shape
         native = self.scale
-        target = float(out_scale) if out_scale else float(native or 0)
-        if target <= 0:
-            raise UsageError("give --scale for an any-scale baseline model")
+        if out_scale:
+            target = float(out_scale)
+        elif native:
+            target = float(native)
+        else:  # any-scale baseline: its own default factor (x4 unless built otherwise)
+            target = float(self.model.desc.hparams.get("scale") or 4.0)
         oh, ow = max(1, round(h * target)), max(1, round(w * target))
         has_alpha = c in (2, 4)
         color = x[:, : c - 1] if has_alpha else x
