@@ -13,6 +13,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -22,6 +23,16 @@ from rich.progress import (
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _quiet = False
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second (frames/s, images/s), blank until measurable."""
+
+    def render(self, task: Any) -> Any:
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.2f}/s")
 
 ProgressCallback = Callable[[int, int], None]
 """Core modules report progress as ``callback(done, total)``; they never print."""
@@ -76,6 +87,7 @@ def progress_bar(description: str, total: int | None, enabled: bool | None = Non
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
