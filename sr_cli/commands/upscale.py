@@ -178,8 +178,6 @@ def upscale(
         return
 
     jobs = plan_jobs(inputs, out, recursive=recursive, suffix=suffix, ext=ext, fmt=fmt)
-    if len(jobs) > 1 and not quiet and not console.show_progress():
-        pass
     summary = _run_jobs(jobs, upscaler, scale, quality=quality, skip_existing=skip_existing,
                         overwrite=overwrite, max_pixels=max_pixels)
     _finish(summary, json_out, to_stdout=any(j.dst is None for j in jobs))
