@@ -1,10 +1,325 @@
-"""`sr degrade` (not built yet; see the issue tracker)."""
+"""`sr degrade`: make low-resolution images the way the literature does, as a filter."""
 
 from __future__ import annotations
 
-from sr_cli.errors import RuntimeFailure
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from sr_cli.console import info, progress_bar, set_quiet
+from sr_cli.degrade.config import (
+    DegradeConfig,
+    apply_overrides,
+    load_config_file,
+    merge,
+    to_dict,
+    validate,
+)
+from sr_cli.degrade.pipeline import (
+    apply_classical,
+    apply_realesrgan,
+    bicubic_downscale,
+    derive_seed,
+    make_generator,
+    min_input_size,
+    sample_classical,
+    sample_realesrgan,
+)
+from sr_cli.degrade.resize import imresize
+from sr_cli.errors import InputError, UsageError
+from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.images import (
+    Image,
+    encode_image,
+    format_for_path,
+    is_image_path,
+    read_image,
+    read_stdin_bytes,
+    write_stdout_bytes,
+)
 
 
-def degrade() -> None:
-    """Not available yet in this version."""
-    raise RuntimeFailure("'sr degrade' is not implemented yet")
+def build_config(
+    *, config: Path | None, overrides: list[str], preset: str | None, scale: int | None,
+    order: int | None, seed: int | None, jpeg_backend: str | None,
+) -> DegradeConfig:
+    """Defaults <- config file <- --set overrides <- named flags; validated (UsageError)."""
+    cfg = DegradeConfig()
+    if config is not None:
+        merge(cfg, load_config_file(config))
+    apply_overrides(cfg, overrides)
+    if order is not None:
+        cfg.realesrgan.order = order
+        if preset is None:
+            preset = "realesrgan"
+        elif preset != "realesrgan":
+            raise UsageError("--order applies to the realesrgan preset only")
+    if preset is not None:
+        cfg.preset = preset
+    if scale is not None:
+        cfg.scale = scale
+    if seed is not None:
+        cfg.seed = seed
+    if jpeg_backend is not None:
+        cfg.realesrgan.jpeg_backend = jpeg_backend
+        cfg.classical.jpeg_backend = jpeg_backend
+    return validate(cfg)
+
+
+def _to_rgb_float(pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None, float]:
+    """(H, W, C) uint -> ((1, 3, H, W) float32 in [0, 1], alpha plane or None, max value)."""
+    maxv = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    c = pixels.shape[2]
+    alpha = pixels[:, :, c - 1] if c in (2, 4) else None
+    color = pixels[:, :, : (1 if c <= 2 else 3)].astype(np.float32) / np.float32(maxv)
+    t = torch.from_numpy(np.ascontiguousarray(color)).permute(2, 0, 1).unsqueeze(0)
+    if t.shape[1] == 1:
+        t = t.expand(1, 3, -1, -1).contiguous()
+    return t, alpha, maxv
+
+
+def degrade_image(
+    pixels: np.ndarray, cfg: DegradeConfig, params: dict[str, Any] | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Degrade one ``(H, W, C)`` image. Returns (lr pixels, cropped hr pixels, parameters).
+
+    The HR is cropped to a multiple of the scale. ``params`` (from --replay) fixes every random
+    choice; otherwise they are drawn from a generator seeded with ``seed``.
+    """
+    s = cfg.scale
+    h, w = pixels.shape[:2]
+    need = min_input_size(cfg)
+    if min(h, w) < need:
+        raise InputError(
+            f"image {w}x{h} is too small for preset {cfg.preset} at x{s} "
+            f"(needs at least {need} pixels per side)"
+        )
+    hr = pixels[: h - h % s, : w - w % s]
+    hh, ww = hr.shape[:2]
+    if cfg.preset == "bicubic":
+        maxv = 65535.0 if hr.dtype == np.uint16 else 255.0
+        x = torch.from_numpy(hr.astype(np.float64)).permute(2, 0, 1)
+        b = cfg.bicubic
+        y = bicubic_downscale(x, s, kernel=b.kernel, antialias=b.antialias,
+                              maxval=maxv if b.quantize else None)
+        lr = torch.floor(y + 0.5).clamp(0, maxv).permute(1, 2, 0).numpy().astype(hr.dtype)
+        return np.ascontiguousarray(lr), hr, {"preset": "bicubic"}
+    gen = make_generator(seed)
+    x, alpha, _ = _to_rgb_float(hr)
+    if cfg.preset == "classical":
+        p = params if params is not None else sample_classical(cfg.classical, gen)
+        if p.get("preset") != "classical":
+            raise UsageError("replayed parameters are not for the classical preset")
+        out = apply_classical(x, [p], s, cfg.classical)
+    else:
+        p = params if params is not None else sample_realesrgan(cfg.realesrgan, gen)
+        if p.get("preset") != "realesrgan":
+            raise UsageError("replayed parameters are not for the realesrgan preset")
+        out, _ = apply_realesrgan(x, [p], s, cfg.realesrgan)
+    lr = torch.round(out[0] * 255.0).clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
+    if hr.shape[2] in (1, 2):  # gray in, gray out (BT.601 luma of the degraded RGB)
+        luma = lr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lr = np.clip(np.floor(luma + 0.5), 0, 255).astype(np.uint8)[:, :, None]
+    if alpha is not None:
+        a = torch.from_numpy(alpha.astype(np.float64) / (65535.0 if alpha.dtype == np.uint16
+                                                         else 255.0))[None, None]
+        a8 = imresize(a, size=(hh // s, ww // s))[0, 0].clamp(0, 1).mul(255).round()
+        lr = np.concatenate([lr, a8.numpy().astype(np.uint8)[:, :, None]], axis=2)
+    hr8 = hr if hr.dtype == np.uint8 else np.ascontiguousarray(
+        ((hr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
+    return np.ascontiguousarray(lr), hr8, p
+
+
+def _load_replay(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read --replay {str(path)!r}: {exc.strerror or exc}") from None
+    table: dict[tuple[str, int], dict[str, Any]] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            table[(str(rec["name"]), int(rec.get("variant", 0)))] = rec["params"]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UsageError(f"{path}:{n}: not a degrade record") from None
+    return table
+
+
+def _variant_name(name: str, k: int, repeat: int) -> str:
+    if repeat == 1:
+        return name
+    p = Path(name)
+    return f"{p.stem}_{k}{p.suffix}"
+
+
+def degrade(
+    input: Annotated[
+        str, typer.Argument(help="Image file, folder of images, or - for stdin.")
+    ] = "-",
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Output file, folder, or - for stdout.")
+    ] = "-",
+    scale: Annotated[
+        int | None, typer.Option("-s", "--scale", help="Downscale factor: 1, 2, 3, 4 or 8.")
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="bicubic (default), classical or realesrgan."),
+    ] = None,
+    order: Annotated[
+        int | None,
+        typer.Option("--order", help="Real-ESRGAN high-order model with N stages (implies "
+                                     "--preset realesrgan; the paper uses 2)."),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed; per-image seeds hash it with file names.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML or JSON file with parameters.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a parameter, e.g. "
+                                   "realesrgan.stage1.noise.sigma=[1,20] (repeatable)."),
+    ] = None,
+    jpeg_backend: Annotated[
+        str | None,
+        typer.Option("--jpeg-backend", help="torch (batched DCT model) or pillow (libjpeg)."),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the effective config (JSON), exit.")
+    ] = False,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Write every sampled value to FILE.jsonl.")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option("--replay", help="Reuse the values of a --record file.")
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Write aligned OUT/HR and OUT/LR (HR cropped to a "
+                                     "multiple of the scale) instead of -o."),
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Variants per image (name_K.ext when > 1).")
+    ] = 1,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Output format for stdout (default png).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or notes.")] = False,
+) -> None:
+    """Degrade images to low resolution: MATLAB bicubic, classical, or Real-ESRGAN high order.
+
+    Example: cat hr.png | sr degrade --order 2 --seed 7 > lr.png
+
+    Presets: bicubic (MATLAB imresize 1/scale; reproduces the benchmark LR_bicubic sets),
+    classical (blur, downsample, noise, JPEG) and realesrgan (USM-sharpened input, two
+    stages of blur/resize/noise/JPEG, final sinc + JPEG in random order). Files map to files,
+    folders to folders with the same names. The same input, seed and name give the same bytes.
+    """
+    set_quiet(quiet)
+    cfg = build_config(config=config, overrides=list(set_ or []), preset=preset, scale=scale,
+                       order=order, seed=seed, jpeg_backend=jpeg_backend)
+    if print_config:
+        sys.stdout.write(json.dumps(to_dict(cfg), indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    if repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    if record is not None and replay is not None and record.resolve() == replay.resolve():
+        raise UsageError("--record and --replay must be different files")
+    replay_table = _load_replay(replay) if replay is not None else None
+
+    # ---- gather inputs: (name, loader)
+    items: list[tuple[str, Image]] = []
+    src = Path(input)
+    folder_mode = input != "-" and src.is_dir()
+    if input == "-":
+        items.append(("stdin.png", read_image(read_stdin_bytes(), name="<stdin>")))
+    elif folder_mode:
+        files = sorted(p for p in src.iterdir() if p.is_file() and is_image_path(p))
+        if not files:
+            raise InputError(f"{input}: no images in folder")
+        items = [(p.name, read_image(p)) for p in files]
+    else:
+        items.append((src.name, read_image(src)))
+
+    # ---- decide destinations before doing any work (no output on error)
+    if pairs is None:
+        if output == "-":
+            if folder_mode or repeat > 1:
+                raise UsageError("several outputs need -o FOLDER (or --pairs OUT)")
+        else:
+            out_path = Path(output)
+            if folder_mode:
+                if out_path.exists() and not out_path.is_dir():
+                    raise UsageError(f"{output}: not a folder (input is a folder)")
+                if out_path.resolve() == src.resolve():
+                    raise UsageError("output folder must differ from the input folder")
+            elif input != "-" and out_path.resolve() == src.resolve():
+                raise UsageError("refusing to overwrite the input image")
+            elif not out_path.is_dir():
+                format_for_path(out_path)  # validates the extension early
+    need = min_input_size(cfg)
+    for name, img in items:
+        if min(img.height, img.width) < need:
+            raise InputError(
+                f"{name}: image {img.width}x{img.height} is too small for preset {cfg.preset} "
+                f"at x{cfg.scale} (needs at least {need} pixels per side)"
+            )
+
+    # ---- process everything in memory, then write
+    results: list[tuple[str, np.ndarray, np.ndarray]] = []
+    records: list[str] = []
+    total = len(items) * repeat
+    with progress_bar("degrade", total) as cb:
+        done = 0
+        for name, img in items:
+            for k in range(repeat):
+                params = None
+                if replay_table is not None:
+                    params = replay_table.get((name, k))
+                    if params is None and cfg.preset != "bicubic":
+                        raise UsageError(f"--replay has no record for {name} variant {k}")
+                s = derive_seed(cfg.seed, name, k)
+                lr, hr, p = degrade_image(img.pixels, cfg, params, s)
+                results.append((_variant_name(name, k, repeat), lr, hr))
+                records.append(json.dumps({"name": name, "variant": k, "seed": s,
+                                           "scale": cfg.scale, "params": p}, sort_keys=True))
+                done += 1
+                cb(done, total)
+
+    if pairs is not None:
+        (pairs / "HR").mkdir(parents=True, exist_ok=True)
+        (pairs / "LR").mkdir(parents=True, exist_ok=True)
+        for name, lr, hr in results:
+            stem = Path(name).stem + ".png"
+            atomic_write_bytes(pairs / "HR" / stem, encode_image(Image(hr), "png"))
+            atomic_write_bytes(pairs / "LR" / stem, encode_image(Image(lr), "png"))
+    elif output == "-":
+        f = (fmt or "png").lower()
+        write_stdout_bytes(encode_image(Image(results[0][1]), format_for_path(Path("x"), f)))
+    else:
+        out_path = Path(output)
+        if folder_mode or repeat > 1 and not out_path.suffix:
+            out_path.mkdir(parents=True, exist_ok=True)
+        for name, lr, _ in results:
+            if out_path.is_dir():
+                dest = out_path / name
+            elif repeat > 1:
+                dest = out_path.with_name(_variant_name(out_path.name, int(
+                    name.rsplit("_", 1)[1].split(".")[0]), repeat))
+            else:
+                dest = out_path
+            ext_fmt = format_for_path(dest, fmt)
+            atomic_write_bytes(dest, encode_image(Image(lr), ext_fmt))
+    if record is not None:
+        atomic_write_bytes(record, ("\n".join(records) + "\n").encode())
+    info(f"sr degrade: {len(results)} image(s), preset {cfg.preset}, x{cfg.scale}")

@@ -1,0 +1,186 @@
+"""JPEG compression: a batched torch model of baseline JPEG, and the real encoder (Pillow).
+
+:func:`jpeg_torch` simulates baseline JPEG on ``(B, 3, H, W)`` images in [0, 1] with one quality
+per image, on any device:
+
+1. pad to a multiple of 16 by edge replication (as libjpeg does for partial MCUs);
+2. RGB*255 -> YCbCr (JFIF/BT.601 full range), rounded to integer samples, Cb/Cr +128;
+3. 4:2:0 chroma subsampling by 2x2 averaging (rounded);
+4. 8x8 blocks, level shift -128, orthonormal 2-D DCT-II (= JPEG's FDCT);
+5. quantization ``round(F / Q)`` with the standard luminance / chrominance tables (ITU T.81
+   Annex K) scaled by quality as libjpeg: ``s = 5000/q`` (q < 50) else ``200 - 2q``,
+   ``Q = clip(floor((T s + 50) / 100), 1, 255)``;
+6. dequantize, inverse DCT, +128, rounded and clamped to 0..255, chroma upsampled by 2
+   (triangle filter = libjpeg's "fancy" upsampling, or nearest), YCbCr -> RGB, clamp to
+   [0, 255], /255, crop.
+
+The output is not rounded to 8 bits unless ``round_output`` (Real-ESRGAN's DiffJPEG does not).
+:func:`jpeg_real` round-trips through Pillow's libjpeg encoder and decoder (integer quality).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sr_cli.errors import UsageError
+
+__all__ = ["C_TABLE", "Y_TABLE", "jpeg_real", "jpeg_torch", "quality_tables"]
+
+Y_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61),
+    (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56),
+    (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77),
+    (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101),
+    (72, 92, 95, 98, 112, 100, 103, 99),
+)
+C_TABLE = (
+    (17, 18, 24, 47, 99, 99, 99, 99),
+    (18, 21, 26, 66, 99, 99, 99, 99),
+    (24, 26, 56, 99, 99, 99, 99, 99),
+    (47, 66, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+    (99, 99, 99, 99, 99, 99, 99, 99),
+)
+
+_RGB2YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+_YCC2RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
+
+
+@lru_cache(maxsize=4)
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64)
+    d = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / (2 * n)) * math.sqrt(2 / n)
+    d[0] /= math.sqrt(2)
+    return d  # rows are basis vectors: coeffs = D @ block @ D^T
+
+
+def quality_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled quantization tables for each quality: two ``(B, 8, 8)`` float64 tensors.
+
+    ``quality`` is a ``(B,)`` tensor in [1, 100] (fractional values are allowed; the table
+    entries are integers as libjpeg makes them).
+    """
+    q = quality.to(torch.float64).clamp(1, 100)
+    s = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q).view(-1, 1, 1)
+    ty = torch.tensor(Y_TABLE, dtype=torch.float64, device=q.device)
+    tc = torch.tensor(C_TABLE, dtype=torch.float64, device=q.device)
+    qy = torch.floor((ty * s + 50) / 100).clamp(1, 255)
+    qc = torch.floor((tc * s + 50) / 100).clamp(1, 255)
+    return qy, qc
+
+
+def _code_plane(p: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Quantize/dequantize one (B, H, W) plane (H, W multiples of 8) through the 8x8 DCT.
+
+    ``d`` is the 64x64 Kronecker matrix ``D (x) D``: for a row-major flattened block ``v``,
+    ``(D (x) D) v`` is the flattened ``D V D^T``; one large matmul per plane.
+    """
+    b, h, w = p.shape
+    blocks = (p - 128.0).view(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
+    flat = blocks.reshape(b, -1, 64)
+    coef = flat @ d.t()
+    t = table.to(p.dtype).reshape(b, 1, 64)
+    coef = torch.round(coef / t) * t
+    rec = (coef @ d).view(b, h // 8, w // 8, 8, 8)
+    # the decoder's inverse DCT yields clamped integer samples
+    return torch.round(rec.permute(0, 1, 3, 2, 4).reshape(b, h, w) + 128.0).clamp(0, 255)
+
+
+def jpeg_torch(
+    x: torch.Tensor,
+    quality: torch.Tensor | float,
+    *,
+    upsampling: str = "fancy",
+    round_output: bool = False,
+) -> torch.Tensor:
+    """Batched baseline-JPEG simulation (see the module docstring for the steps).
+
+    Args:
+        x: ``(B, 3, H, W)`` float in [0, 1] (values outside are clamped first).
+        quality: a number or a ``(B,)`` tensor of qualities in [1, 100].
+        upsampling: "fancy" (triangle, libjpeg's default) or "nearest" (DiffJPEG's).
+        round_output: round the result to 8-bit levels.
+    Returns:
+        ``(B, 3, H, W)`` in [0, 1], same dtype and device. Not differentiable through the
+        rounding (straight-through use is up to the caller).
+    """
+    if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
+        raise UsageError(f"jpeg_torch expects a float (B, 3, H, W) tensor, got {tuple(x.shape)}")
+    if upsampling not in ("fancy", "nearest"):
+        raise UsageError(f"unknown chroma upsampling {upsampling!r} (fancy, nearest)")
+    b, _, h, w = x.shape
+    q = torch.as_tensor(quality, dtype=torch.float64).reshape(-1)
+    if q.numel() == 1:
+        q = q.expand(b)
+    if q.numel() != b:
+        raise UsageError(f"jpeg_torch: {q.numel()} qualities for a batch of {b}")
+    if bool(((q < 1) | (q > 100)).any()):
+        raise UsageError("JPEG quality must be in [1, 100]")
+    qy, qc = quality_tables(q.to(x.device))
+    dtype = x.dtype
+    d8 = _dct_matrix()
+    d = torch.kron(d8, d8).to(device=x.device, dtype=dtype)
+    ph, pw = (-h) % 16, (-w) % 16
+    img = x.clamp(0, 1) * 255.0
+    if ph or pw:
+        img = F.pad(img, (0, pw, 0, ph), mode="replicate")
+    m = torch.tensor(_RGB2YCC, dtype=dtype, device=x.device)
+    # the encoder works on integer samples: colour conversion and 2x2 chroma averaging round
+    ycc = torch.round(torch.einsum("ij,bjhw->bihw", m, img))
+    y = ycc[:, 0]
+    c = torch.round(F.avg_pool2d(ycc[:, 1:], 2)) + 128.0
+    y = _code_plane(y, qy, d)
+    cb = _code_plane(c[:, 0], qc, d)
+    cr = _code_plane(c[:, 1], qc, d)
+    chroma = torch.stack([cb, cr], dim=1) - 128.0
+    if upsampling == "fancy":
+        chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    else:
+        chroma = F.interpolate(chroma, scale_factor=2, mode="nearest")
+    ycc2 = torch.cat([y.unsqueeze(1), chroma], dim=1)
+    mi = torch.tensor(_YCC2RGB, dtype=dtype, device=x.device)
+    rgb = torch.einsum("ij,bjhw->bihw", mi, ycc2).clamp(0, 255)
+    if round_output:
+        rgb = torch.round(rgb)
+    return (rgb / 255.0)[:, :, :h, :w]
+
+
+def jpeg_real(x: torch.Tensor, quality: int | float | list[int]) -> torch.Tensor:
+    """Round-trip each image through Pillow's JPEG encoder/decoder (4:2:0, integer quality).
+
+    ``x``: ``(B, 3, H, W)`` or ``(B, 1, H, W)`` float in [0, 1]; it is rounded to 8 bits first
+    (as OpenCV's ``imencode`` of a float image). Returns the decoded images in [0, 1], same dtype
+    and device.
+    """
+    from PIL import Image as PILImage
+
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UsageError(f"jpeg_real expects (B, 1|3, H, W), got {tuple(x.shape)}")
+    qs = list(quality) if isinstance(quality, list | tuple) else [quality] * x.shape[0]
+    outs = []
+    arr = torch.round(x.detach().clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+    for i in range(arr.shape[0]):
+        a = arr[i].transpose(1, 2, 0)
+        mode = "L" if a.shape[2] == 1 else "RGB"
+        im = PILImage.fromarray(a[:, :, 0] if mode == "L" else a, mode=mode)
+        buf = io.BytesIO()
+        qi = int(qs[i])
+        if not 1 <= qi <= 100:
+            raise UsageError(f"JPEG quality must be in [1, 100], got {qi}")
+        im.save(buf, format="JPEG", quality=qi, subsampling=2)
+        dec = np.asarray(PILImage.open(io.BytesIO(buf.getvalue())).convert(mode))
+        if dec.ndim == 2:
+            dec = dec[:, :, None]
+        outs.append(torch.from_numpy(dec.transpose(2, 0, 1).copy()))
+    return (torch.stack(outs).to(device=x.device, dtype=x.dtype)) / 255.0

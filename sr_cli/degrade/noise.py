@@ -1,0 +1,85 @@
+"""Additive noise: Gaussian and Poisson (shot) noise, colour or gray, with an explicit generator.
+
+Both functions take ``x`` of shape ``(B, C, H, W)`` in [0, 1] and return ``clip(x + n, 0, 1)``.
+Randomness comes only from the passed ``torch.Generator`` (its device is used to draw; the noise is
+then moved to ``x``'s device, so results do not depend on where ``x`` lives).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sr_cli.errors import UsageError
+
+__all__ = ["gaussian_noise", "poisson_noise", "rgb_to_gray"]
+
+_GRAY = (0.299, 0.587, 0.114)
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma ``0.299 R + 0.587 G + 0.114 B`` (1 ch: as is)."""
+    if x.shape[1] == 1:
+        return x
+    if x.shape[1] != 3:
+        raise UsageError(f"rgb_to_gray expects 1 or 3 channels, got {x.shape[1]}")
+    w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def _check(x: torch.Tensor) -> None:
+    if x.ndim != 4 or not x.is_floating_point():
+        raise UsageError(f"noise expects a float (B, C, H, W) tensor, got {tuple(x.shape)}")
+
+
+def gaussian_noise(
+    x: torch.Tensor, sigma: float, gen: torch.Generator, *, gray: bool = False, clip: bool = True
+) -> torch.Tensor:
+    """Add N(0, (sigma/255)^2) noise; ``gray`` draws one field for all channels.
+
+    Args:
+        x: ``(B, C, H, W)`` in [0, 1].
+        sigma: standard deviation in 0..255 units (Real-ESRGAN draws it from U[1, 30]).
+        gen: generator to draw from.
+        gray: the same noise on every channel (luminance noise) instead of per channel.
+        clip: clamp the result to [0, 1].
+    """
+    _check(x)
+    if sigma < 0 or not math.isfinite(sigma):
+        raise UsageError(f"noise sigma must be >= 0, got {sigma}")
+    b, c, h, w = x.shape
+    shape = (b, 1, h, w) if gray else (b, c, h, w)
+    n = torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32)
+    n = n.to(device=x.device, dtype=x.dtype) * (sigma / 255.0)
+    out = x + n
+    return out.clamp(0, 1) if clip else out
+
+
+def poisson_noise(
+    x: torch.Tensor, scale: float, gen: torch.Generator, *, gray: bool = False, clip: bool = True
+) -> torch.Tensor:
+    """Add scaled Poisson (shot) noise, as BasicSR's ``add_poisson_noise_pt``.
+
+    The image (its luma when ``gray``) is quantized to 8 bits, ``v = 2^ceil(log2(#unique
+    values))`` photon levels are used, ``n = Poisson(img * v) / v - img``, and
+    ``x + scale * n`` is returned. The variance of ``n`` at level ``I`` is ``I / v``.
+    """
+    _check(x)
+    if scale < 0 or not math.isfinite(scale):
+        raise UsageError(f"poisson scale must be >= 0, got {scale}")
+    src = rgb_to_gray(x) if gray and x.shape[1] == 3 else x
+    img = torch.clamp(torch.round(src * 255.0), 0, 255) / 255.0
+    noises = []
+    for i in range(img.shape[0]):
+        levels = torch.round(img[i] * 255.0).to(torch.int64).flatten()
+        vals = int((torch.bincount(levels, minlength=256) > 0).sum())
+        v = 2.0 ** math.ceil(math.log2(max(vals, 1))) if vals > 1 else 1.0
+        lam = (img[i] * v).to(device=gen.device, dtype=torch.float32)
+        out = torch.poisson(lam, generator=gen).to(device=x.device, dtype=x.dtype) / v
+        noises.append(out - img[i])
+    noise = torch.stack(noises)
+    if noise.shape[1] != x.shape[1]:
+        noise = noise.expand(-1, x.shape[1], -1, -1)
+    out = x + noise * scale
+    return out.clamp(0, 1) if clip else out
