@@ -7,6 +7,7 @@ become one line on stderr and the documented exit code (see :class:`sr_cli.error
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -53,10 +54,8 @@ def guard(fn: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
-            try:
+            with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            except OSError:
-                pass
             raise typer.Exit(int(ExitCode.FAILURE)) from None
         except OSError as exc:
             if _want_traceback():
