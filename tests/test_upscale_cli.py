@@ -310,3 +310,43 @@ def test_official_animevideov3_matches_reference(runner, shared_dir, tmp_path):
     out = iio.imread(tmp_path / "c.png")
     assert out.shape == (360, 248, 3)
     assert np.abs(out.astype(int) - reference(iio.imread(lr_dir / "comicx4.png"))).max() <= 1
+
+
+def test_metadata_orientation_and_palette_through_upscale(runner, tmp_path, make_image):
+    """ICC and EXIF survive `sr upscale`; EXIF orientation is applied; palette PNGs work."""
+    from PIL import Image as PILImage
+
+    img = make_image(10, 16)
+    icc = b"\x00\x00\x02\x0cfake-icc-profile-bytes" * 4
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    exif[0x010F] = "sr-test-camera"
+    src = tmp_path / "a.jpg"
+    PILImage.fromarray(img).save(src, quality=95, icc_profile=icc, exif=exif.tobytes())
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "b.png"), "-m", "nearest",
+                            "-s", "2"])
+    assert r.exit_code == 0, r.stderr
+    with PILImage.open(tmp_path / "b.png") as out:
+        assert out.size == (20, 32)  # stored 16 wide x 10 high, upright 10x16, then x2
+        assert out.info.get("icc_profile") == icc
+        ex = out.getexif()
+        assert ex.get(0x0112, 1) == 1 and ex.get(0x010F) == "sr-test-camera"
+    pal = PILImage.fromarray(img).convert("P", palette=PILImage.Palette.ADAPTIVE, colors=16)
+    pal.save(tmp_path / "p.png")
+    r = runner.invoke(app, ["upscale", str(tmp_path / "p.png"), str(tmp_path / "q.png"),
+                            "-m", "nearest", "-s", "2"])
+    assert r.exit_code == 0, r.stderr
+    q = iio.imread(tmp_path / "q.png")
+    assert q.shape == (20, 32, 3)
+    assert (q[::2, ::2] == np.asarray(pal.convert("RGB"))).all()
+
+
+def test_progress_goes_to_stderr_only(runner, tmp_path, make_image):
+    img = make_image(12, 12)
+    r = runner.invoke(app, ["upscale", "-m", "bicubic", "-s", "2", "--tile", "4"],
+                      input=png_bytes(img), env={"SR_PROGRESS": "1"})
+    assert r.exit_code == 0, r.stderr
+    assert decode(r.stdout_bytes).shape == (24, 24, 3)  # stdout is exactly one PNG
+    r = runner.invoke(app, ["upscale", "-m", "bicubic", "-s", "2", "-q"], input=png_bytes(img),
+                      env={"SR_PROGRESS": "1"})
+    assert r.exit_code == 0 and r.stderr == ""
