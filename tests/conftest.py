@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
+
+# The suite's tensors are tiny: one intra-op thread avoids OpenMP overhead and oversubscription
+# (measured ~10x slower tiny-net tests with 2 threads on a busy 2-core machine). Tests that
+# need a different count set it locally and restore it.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

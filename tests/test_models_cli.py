@@ -13,7 +13,6 @@ from sr_cli.archs import build
 from sr_cli.cli import app
 from sr_cli.commands.models import COMMANDS
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
