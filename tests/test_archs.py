@@ -16,7 +16,6 @@ from sr_cli.archs.srcnn import rgb_to_ycbcr, ycbcr_to_rgb
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import ModelError
 
-
 SPECS = all_specs()
 LEARNED = [s for s in SPECS if s.extra.get("learned", True)]
 

@@ -25,7 +25,6 @@ from sr_cli import zoo
 from sr_cli.archs import build
 from sr_cli.cli import app
 
-
 TINY = {"num_feat": 8, "num_conv": 2, "upscale": 2}
 
 

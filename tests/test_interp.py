@@ -28,7 +28,6 @@ from sr_cli.interp import (
     render_label,
 )
 
-
 TINY_SRVGG = {"num_feat": 8, "num_conv": 2, "upscale": 2}
 TINY_RRDB = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 2}
 

@@ -14,7 +14,6 @@ from sr_cli.cli import app
 from sr_cli.commands.models import COMMANDS
 
 
-
 @pytest.fixture(autouse=True)
 def isolated_zoo(tmp_path, monkeypatch):
     repo = tmp_path / "repo_models"

@@ -14,7 +14,6 @@ from sr_cli import zoo
 from sr_cli.archs import build, get_arch
 from sr_cli.errors import ModelError
 
-
 TINY_RRDB = {"num_feat": 8, "num_block": 2, "num_grow_ch": 4}
 
 
