@@ -203,3 +203,20 @@ def test_end_to_end_bicubic_cli(shared_dir: Path, tmp_path: Path):
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)["mean"]
     assert abs(m["psnr"] - 28.43) <= 0.01 and abs(m["ssim"] - 0.8113) <= 0.0005, m
+
+
+def test_hr_mod_crop_with_scale(runner, tmp_path, make_image, write_png):
+    """HR larger than SR only by its remainder modulo --scale is cropped (modcrop), else error."""
+    hr = make_image(31, 32)
+    sr = write_png("sr.png", hr[:30, :30])
+    hr_path = write_png("hr.png", hr)
+    r = runner.invoke(app, ["score", str(sr), str(hr_path), "--scale", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["images"][0]["psnr"] is None  # identical after the crop: infinite PSNR
+    assert out["convention"]["hr_mod_crop"] == 3
+    r = runner.invoke(app, ["score", str(sr), str(hr_path)])  # no --scale: no silent crop
+    assert r.exit_code == 3 and "size mismatch" in r.output
+    # x2: width 32 is already a multiple of 2, so HR 32 wide cannot belong to a 30-wide SR
+    r = runner.invoke(app, ["score", str(sr), str(hr_path), "--scale", "2"])
+    assert r.exit_code == 3

@@ -151,7 +151,9 @@ def score(
                                          "rgb2ycbcr luma, 16..235) or 'rgb'. NIQE/Ma always "
                                          "use Y.")] = "y",
     scale: Annotated[int | None, typer.Option("--scale", "-s", help="Upscaling factor of the "
-                                              "SR images; sets the default --crop-border.",
+                                              "SR images; sets the default --crop-border, and "
+                                              "an HR image larger than SR only by its remainder "
+                                              "modulo the scale is cropped to SR (modcrop).",
                                               min=1)] = None,
     crop_border: Annotated[int | None, typer.Option("--crop-border", help="Pixels removed "
                                                     "from each side before scoring (all "
@@ -243,7 +245,8 @@ def _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, s
     border = crop_border if crop_border is not None else (scale or 0)
     dev = _device(device)
 
-    settings = runner.Settings(metrics=metrics, channel=channel, crop_border=border, device=dev)
+    settings = runner.Settings(metrics=metrics, channel=channel, crop_border=border, scale=scale,
+                               device=dev)
     convention: dict[str, Any] = {}
     if any(m in runner.FULL_REFERENCE for m in metrics):
         convention.update({"channel": channel if channel == "rgb" else "y (rgb2ycbcr, float)",
@@ -251,6 +254,8 @@ def _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, s
         if "ssim" in metrics:
             convention["ssim"] = "gaussian 11x11 sigma 1.5, K1=0.01, K2=0.03, valid"
     convention["crop_border"] = border
+    if scale:
+        convention["hr_mod_crop"] = scale
     if any(m in ("ma", "pi") for m in metrics):
         if not ma_model:
             raise UsageError(

@@ -42,6 +42,7 @@ class Settings:
     metrics: tuple[str, ...]
     channel: str = "y"
     crop_border: int = 0
+    scale: int | None = None  # enables the mod-crop of HR (see score_pair)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     niqe_params: Any = None  # NiqeParams
     ma_model: Any = None  # MaModel
@@ -118,6 +119,22 @@ def _read(src: Source, stdin_cache: dict[str, bytes]):
     return read_image(src.path)
 
 
+def mod_crop(hr: Any, sr_hw: tuple[int, int], scale: int | None) -> Any:
+    """Crop HR to the SR size when HR is only larger by its remainder modulo ``scale``.
+
+    Benchmark HR images are not always multiples of the scale (Set5 ``baby`` is 512 px, x3
+    gives 510); the literature crops HR to a multiple of the scale ("modcrop", top-left). Done
+    only with ``--scale`` and only for a remainder smaller than the scale.
+    """
+    if not scale:
+        return hr
+    h, w = hr.shape[:2]
+    sh, sw = sr_hw
+    if (h, w) != (sh, sw) and h - h % scale == sh and w - w % scale == sw:
+        return hr[:sh, :sw]
+    return hr
+
+
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
@@ -131,13 +148,14 @@ def score_pair(pair: Pair, settings: Settings, stdin_cache: dict[str, bytes]) ->
         if pair.hr is None:
             raise UsageError("PSNR and SSIM need an HR reference image")
         hr_img = _read(pair.hr, stdin_cache)
-        if (sr_img.height, sr_img.width) != (hr_img.height, hr_img.width):
+        hr_px = mod_crop(hr_img.pixels, (sr_img.height, sr_img.width), settings.scale)
+        if (sr_img.height, sr_img.width) != hr_px.shape[:2]:
             raise InputError(
                 f"{pair.name}: size mismatch, SR is {sr_img.width}x{sr_img.height} and HR "
                 f"({pair.hr.name}) is {hr_img.width}x{hr_img.height}"
             )
         a = crop(to_channels(sr_img.pixels, settings.channel), settings.crop_border).to(dev)
-        b = crop(to_channels(hr_img.pixels, settings.channel), settings.crop_border).to(dev)
+        b = crop(to_channels(hr_px, settings.channel), settings.crop_border).to(dev)
         if "psnr" in settings.metrics:
             out["psnr"] = float(psnr(a, b)[0])
         if "ssim" in settings.metrics:
