@@ -80,21 +80,26 @@ def quality_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return qy, qc
 
 
-def _code_plane(p: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Quantize/dequantize one (B, H, W) plane (H, W multiples of 8) through the 8x8 DCT.
+def _code_planes(p: torch.Tensor, table: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Quantize/dequantize ``(B, P, H, W)`` planes (H, W multiples of 8) through the 8x8 DCT.
 
-    ``d`` is the 64x64 Kronecker matrix ``D (x) D``: for a row-major flattened block ``v``,
-    ``(D (x) D) v`` is the flattened ``D V D^T``; one large matmul per plane.
+    ``d`` is the 8x8 orthonormal DCT-II matrix and ``table`` the ``(B, 8, 8)`` quantization
+    tables (one per image, shared by its ``P`` planes). The block DCT ``D V D^T`` of every 8x8
+    block ``V`` is computed in place of the block (no reordering into blocks): ``D`` on row
+    groups of 8, ``D^T`` on column groups of 8. Then ``round(F / Q) Q``, the inverse DCT
+    ``D^T F D``, +128, and the decoder's rounding and clamping to integer samples 0..255.
     """
-    b, h, w = p.shape
-    blocks = (p - 128.0).view(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
-    flat = blocks.reshape(b, -1, 64)
-    coef = flat @ d.t()
-    t = table.to(p.dtype).reshape(b, 1, 64)
-    coef = torch.round(coef / t) * t
-    rec = (coef @ d).view(b, h // 8, w // 8, 8, 8)
+    b, n, h, w = p.shape
+    dt = d.t()
+    x = (p - 128.0).view(b * n * h // 8, 8, w)
+    c = torch.matmul(d, x).view(b * n, h, w // 8, 8)  # D V (columns of each block)
+    c = torch.matmul(c, dt).view(b, n, h // 8, 8, w // 8, 8)  # (D V) D^T
+    t = table.to(p.dtype).view(b, 1, 1, 8, 1, 8)
+    c = torch.round(c / t).mul_(t)
+    r = torch.matmul(c.view(b * n, h, w // 8, 8), d).view(b * n * h // 8, 8, w)  # F D
+    r = torch.matmul(dt, r)  # D^T (F D)
     # the decoder's inverse DCT yields clamped integer samples
-    return torch.round(rec.permute(0, 1, 3, 2, 4).reshape(b, h, w) + 128.0).clamp(0, 255)
+    return r.view(b, n, h, w).add_(128.0).round_().clamp_(0, 255)
 
 
 def jpeg_torch(
@@ -129,31 +134,31 @@ def jpeg_torch(
         raise UsageError("JPEG quality must be in [1, 100]")
     qy, qc = quality_tables(q.to(x.device))
     dtype = x.dtype
-    d8 = _dct_matrix()
-    d = torch.kron(d8, d8).to(device=x.device, dtype=dtype)
+    d = _dct_matrix().to(device=x.device, dtype=dtype)
     ph, pw = (-h) % 16, (-w) % 16
-    img = x.clamp(0, 1) * 255.0
+    img = x.clamp(0, 1).mul_(255.0)
     if ph or pw:
         img = F.pad(img, (0, pw, 0, ph), mode="replicate")
+    hh, ww = img.shape[-2:]
     m = torch.tensor(_RGB2YCC, dtype=dtype, device=x.device)
     # the encoder works on integer samples: colour conversion and 2x2 chroma averaging round
-    ycc = torch.round(torch.einsum("ij,bjhw->bihw", m, img))
-    y = ycc[:, 0]
-    c = torch.round(F.avg_pool2d(ycc[:, 1:], 2)) + 128.0
-    y = _code_plane(y, qy, d)
-    cb = _code_plane(c[:, 0], qc, d)
-    cr = _code_plane(c[:, 1], qc, d)
-    chroma = torch.stack([cb, cr], dim=1) - 128.0
+    ycc = torch.matmul(m, img.view(b, 3, hh * ww)).round_().view(b, 3, hh, ww)
+    cc = ycc[:, 1:]
+    c = cc[..., ::2, ::2] + cc[..., 1::2, ::2] + cc[..., ::2, 1::2] + cc[..., 1::2, 1::2]
+    c = c.mul_(0.25).round_().add_(128.0)
+    out = torch.empty(b, 3, hh, ww, dtype=dtype, device=x.device)
+    out[:, :1] = _code_planes(ycc[:, :1], qy, d)
+    chroma = _code_planes(c, qc, d).sub_(128.0)
     if upsampling == "fancy":
-        chroma = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+        out[:, 1:] = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
     else:
-        chroma = F.interpolate(chroma, scale_factor=2, mode="nearest")
-    ycc2 = torch.cat([y.unsqueeze(1), chroma], dim=1)
+        out[:, 1:] = F.interpolate(chroma, scale_factor=2, mode="nearest")
     mi = torch.tensor(_YCC2RGB, dtype=dtype, device=x.device)
-    rgb = torch.einsum("ij,bjhw->bihw", mi, ycc2).clamp(0, 255)
+    rgb = torch.matmul(mi, out.view(b, 3, hh * ww)).view(b, 3, hh, ww).clamp_(0, 255)
     if round_output:
-        rgb = torch.round(rgb)
-    return (rgb / 255.0)[:, :, :h, :w]
+        rgb = rgb.round_()
+    rgb = rgb.div_(255.0)
+    return rgb if not (ph or pw) else rgb[:, :, :h, :w]
 
 
 def jpeg_real(x: torch.Tensor, quality: int | float | list[int]) -> torch.Tensor:

@@ -212,7 +212,9 @@ def sample_blur(cfg: Any, gen: torch.Generator) -> dict[str, Any]:
     return out
 
 
-_FFT_MIN_SIZE = 9  # from this size on, FFT correlation beats a depthwise conv on CPU
+# From this size on, FFT correlation beats a depthwise (grouped) conv on CPU; measured on a
+# 2-core CPU for 48 planes of 400x400 (float32): direct 7/13/21 taps 23/56/131 ms, FFT ~200 ms.
+_FFT_MIN_SIZE = 31
 
 
 def _fft_correlate(xp: torch.Tensor, kern: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -236,9 +238,10 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         x: ``(B, C, H, W)`` float tensor.
         kernel: ``(k, k)`` (one kernel for all) or ``(B, k, k)`` (one per image), odd ``k``.
     Returns:
-        ``(B, C, H, W)`` in the dtype/device of ``x``. Kernels of 9 taps and more are applied
-        by FFT (same result up to float rounding). Raises :class:`InputError` when
-        ``H`` or ``W`` is not larger than ``k // 2`` (reflect padding impossible).
+        ``(B, C, H, W)`` in the dtype/device of ``x``. Kernels of 31 taps and more are applied
+        by FFT, smaller ones by a depthwise conv (same result up to float rounding). Raises
+        :class:`InputError` when ``H`` or ``W`` is not larger than ``k // 2`` (reflect padding
+        impossible).
     """
     if x.ndim != 4:
         raise UsageError(f"filter2d expects (B, C, H, W), got {tuple(x.shape)}")
@@ -250,12 +253,19 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     if h <= p or w <= p:
         raise InputError(f"image {w}x{h} is too small for a {k}x{k} blur kernel")
     kern = kernel.to(device=x.device, dtype=x.dtype)
+    # Taps below 1e-20 of the kernel's largest one (a narrow Gaussian's tails, down to float
+    # denormals) change no output at float precision but make the direct conv up to ~6x slower
+    # (denormal arithmetic on x86); they are set to zero.
+    peak = kern.abs().amax(dim=(-2, -1), keepdim=True)
+    kern = kern.masked_fill(kern.abs() < peak * 1e-20, 0.0)
     xp = F.pad(x, (p, p, p, p), mode="reflect")
     if k >= _FFT_MIN_SIZE:
         return _fft_correlate(xp, kern, h, w)
+    # depthwise conv (groups = planes): one kernel per output plane; far faster on CPU than a
+    # single-channel conv over B*C images
     if kern.ndim == 2:
-        out = F.conv2d(xp.reshape(b * c, 1, h + 2 * p, w + 2 * p), kern.view(1, 1, k, k))
-        return out.view(b, c, h, w)
+        weight = kern.view(1, 1, k, k).expand(c, 1, k, k).contiguous()
+        return F.conv2d(xp, weight, groups=c)
     if kern.shape[0] != b:
         raise UsageError(f"filter2d: {kern.shape[0]} kernels for a batch of {b}")
     weight = kern.view(b, 1, k, k).repeat_interleave(c, dim=0)

@@ -13,7 +13,7 @@ import torch
 
 from sr_cli.errors import UsageError
 
-__all__ = ["gaussian_noise", "poisson_noise", "rgb_to_gray"]
+__all__ = ["gaussian_noise", "noise_batch", "poisson_levels", "poisson_noise", "rgb_to_gray"]
 
 _GRAY = (0.299, 0.587, 0.114)
 
@@ -83,3 +83,88 @@ def poisson_noise(
         noise = noise.expand(-1, x.shape[1], -1, -1)
     out = x + noise * scale
     return out.clamp(0, 1) if clip else out
+
+
+def poisson_levels(q: torch.Tensor) -> torch.Tensor:
+    """Photon levels ``v = 2^ceil(log2(#unique values))`` (1 when at most one value) per image.
+
+    ``q``: ``(B, C, H, W)`` integer-valued 8-bit levels (any dtype holding 0..255). Returns a
+    ``(B,)`` float64 tensor. The unique values are counted with a bincount of the uint8 levels
+    (as many non-zero bins as ``len(torch.unique(q[i]))``).
+    """
+    u8 = q.to(torch.uint8)
+    vals = [int(torch.count_nonzero(torch.bincount(u8[i].flatten(), minlength=256)))
+            for i in range(q.shape[0])]
+    return torch.tensor(
+        [2.0 ** math.ceil(math.log2(n)) if n > 1 else 1.0 for n in vals], dtype=torch.float64
+    )
+
+
+def noise_batch(
+    x: torch.Tensor,
+    kinds: list[str],
+    amounts: list[float],
+    grays: list[bool],
+    gens: list[torch.Generator],
+) -> torch.Tensor:
+    """Per-image noise with one generator per image, batched except for the random draws.
+
+    Image ``i`` of the result equals, bit for bit, ``gaussian_noise(x[i:i+1], amounts[i],
+    gens[i], gray=grays[i])`` when ``kinds[i] == "gaussian"`` (``amounts`` = sigma in 0..255
+    units) and ``poisson_noise(x[i:i+1], amounts[i], gens[i], gray=grays[i])`` when
+    ``"poisson"`` (``amounts`` = scale): the same draws from the same generators, and the same
+    float operations, only batched (``x + n * a`` with a per-image ``a``). Clipped to [0, 1].
+
+    Args:
+        x: ``(B, C, H, W)`` float in [0, 1].
+        kinds, amounts, grays, gens: one entry per image.
+    """
+    _check(x)
+    b, c, h, w = x.shape
+    if not (len(kinds) == len(amounts) == len(grays) == len(gens) == b):
+        raise UsageError(f"noise_batch: parameter lists do not match the batch of {b}")
+    for kind, a in zip(kinds, amounts, strict=True):
+        if kind not in ("gaussian", "poisson"):
+            raise UsageError(f"unknown noise type {kind!r} (gaussian, poisson)")
+        if a < 0 or not math.isfinite(a):
+            raise UsageError(f"noise {'sigma' if kind == 'gaussian' else 'scale'} must be >= 0,"
+                             f" got {a}")
+    dev = gens[0].device if gens else torch.device("cpu")
+    # the random fields, drawn on the generators' device in float32 (as the single functions)
+    field = torch.empty(b, c, h, w, dtype=torch.float32, device=dev)
+    pidx = [i for i, k in enumerate(kinds) if k == "poisson"]
+    img = lam = v = None
+    if pidx:
+        src = x[pidx]
+        gray_p = [grays[i] and c == 3 for i in pidx]
+        if any(gray_p):
+            luma = rgb_to_gray(src)
+            if all(gray_p):
+                src = luma
+            else:
+                g = torch.tensor(gray_p, device=x.device).view(-1, 1, 1, 1)
+                src = torch.where(g, luma.expand_as(src), src)
+        img = torch.clamp(torch.round(src * 255.0), 0, 255)
+        v = poisson_levels(img)
+        img = img / 255.0
+        lam = (img * v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)).to(
+            device=dev, dtype=torch.float32)
+    pj = {i: j for j, i in enumerate(pidx)}
+    for i, kind in enumerate(kinds):
+        nc = 1 if grays[i] else c
+        if kind == "gaussian":
+            field[i, :nc].normal_(generator=gens[i])
+        else:
+            assert lam is not None
+            field[i, :nc] = torch.poisson(lam[pj[i], :nc].contiguous(), generator=gens[i])
+        if nc != c:
+            field[i, nc:] = field[i, :1]
+    field = field.to(device=x.device, dtype=x.dtype)
+    if pidx:
+        assert img is not None and v is not None
+        vv = v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+        sub = field[pidx].div_(vv).sub_(img)  # Poisson(img v) / v - img
+        field[pidx] = sub if sub.shape[1] == c else sub.expand(-1, c, -1, -1)
+    scale = [a / 255.0 if k == "gaussian" else a for k, a in zip(kinds, amounts, strict=True)]
+    f = torch.tensor(scale, dtype=x.dtype, device=x.device).view(b, 1, 1, 1)
+    return field.mul_(f).add_(x).clamp_(0, 1)

@@ -46,12 +46,50 @@ def reflect_filter_matrix(n: int, taps: torch.Tensor) -> torch.Tensor:
     return m
 
 
+_BAND = 64  # output rows/columns per block of the banded products
+
+
+def _banded_matrix(n: int, taps: torch.Tensor, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    key = (n, tuple(float(t) for t in taps.tolist()), dtype, str(device))
+    m = _MATRICES.get(key)
+    if m is None:
+        m = reflect_filter_matrix(n, taps).to(device=device, dtype=dtype)
+        if len(_MATRICES) >= 32:
+            _MATRICES.pop(next(iter(_MATRICES)))
+        _MATRICES[key] = m
+    return m
+
+
+_MATRICES: dict[tuple[object, ...], torch.Tensor] = {}
+
+
 def _sep_blur(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    # Separable blur as two matrix products (much faster than a depthwise conv on CPU).
-    h, w = x.shape[-2:]
-    mh = reflect_filter_matrix(h, taps).to(device=x.device, dtype=x.dtype)
-    mw = mh if w == h else reflect_filter_matrix(w, taps).to(device=x.device, dtype=x.dtype)
-    return mh @ x @ mw.t()
+    """Separable reflect-101 blur of ``(B, C, H, W)``: ``Mh @ x @ Mw^T`` with banded products.
+
+    ``Mh``, ``Mw`` are :func:`reflect_filter_matrix` matrices; each block of ``_BAND`` output
+    rows only multiplies the ``_BAND + len(taps) - 1`` input rows its band touches (the other
+    entries are exact zeros), so this equals the dense product up to float summation order and
+    costs about a third of it for 400-pixel sides and 51 taps.
+    """
+    b, c, h, w = x.shape
+    p = taps.numel() // 2
+    x = x.contiguous()
+    mh = _banded_matrix(h, taps, x.dtype, x.device)
+    mw = _banded_matrix(w, taps, x.dtype, x.device).t()
+    tmp = torch.empty_like(x)
+    x3, t3 = x.view(b * c, h, w), tmp.view(b * c, h, w)
+    for r0 in range(0, h, _BAND):
+        r1 = min(h, r0 + _BAND)
+        c0, c1 = max(0, r0 - p), min(h, r1 + p)
+        torch.matmul(mh[r0:r1, c0:c1], x3[:, c0:c1], out=t3[:, r0:r1])
+    out = torch.empty_like(x)
+    t2, o2 = tmp.view(-1, w), out.view(-1, w)
+    for r0 in range(0, w, _BAND):
+        r1 = min(w, r0 + _BAND)
+        c0, c1 = max(0, r0 - p), min(w, r1 + p)
+        torch.mm(t2[:, c0:c1], mw[c0:c1, r0:r1], out=o2[:, r0:r1])
+    return out
 
 
 def usm_sharp(
@@ -72,9 +110,10 @@ def usm_sharp(
             f"image {x.shape[-1]}x{x.shape[-2]} is too small for USM sharpening "
             f"({size}-tap blur needs more than {size // 2} pixels per side)"
         )
-    blur = _sep_blur(x, taps)
-    residual = x - blur
-    mask = (residual.abs() * 255 > threshold).to(x.dtype)
+    # in-place steps, each equal to the formula's operation (bit-identical to the plain form)
+    residual = x - _sep_blur(x, taps)
+    mask = residual.abs().mul_(255).gt_(threshold)  # 1.0 / 0.0 in x's dtype
     soft = _sep_blur(mask, taps)
-    k = torch.clamp(x + weight * residual, 0, 1)
-    return soft * k + (1 - soft) * x
+    out = residual.mul_(weight).add_(x).clamp_(0, 1)  # K = clip(I + weight R, 0, 1)
+    out.mul_(soft)  # M_s K
+    return out.add_(soft.neg_().add_(1).mul_(x))  # + (1 - M_s) I
