@@ -213,6 +213,11 @@ def degrade(
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format for stdout (default png).")
     ] = None,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="CPU threads. The default 1 makes seeded "
+                          "bytes independent of the machine's core count (parallel float sums "
+                          "can flip a rounding tie); more threads are faster.")
+    ] = 1,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or notes.")] = False,
 ) -> None:
     """Degrade images to low resolution: MATLAB bicubic, classical, or Real-ESRGAN high order.
@@ -225,6 +230,17 @@ def degrade(
     folders to folders with the same names. The same input, seed and name give the same bytes.
     """
     set_quiet(quiet)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
+                 replay, pairs, repeat, fmt, jpeg_backend)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
+             replay, pairs, repeat, fmt, jpeg_backend) -> None:
     cfg = build_config(config=config, overrides=list(set_ or []), preset=preset, scale=scale,
                        order=order, seed=seed, jpeg_backend=jpeg_backend)
     if print_config:
