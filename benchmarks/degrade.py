@@ -1,6 +1,7 @@
 """Throughput of the Real-ESRGAN degradation (x4, 400x400 crops): one image at a time and batched.
 
 Usage: python benchmarks/degrade.py [--batch 16] [--images 64] [--threads N]
+                                    [--jpeg-model diffjpeg|libjpeg]
 Prints images/s for (a) one image per call, like `sr degrade` on files, and (b) batches through
 the torch API used for training (`realesrgan_batch`). Uses ../shared/data when present (Set14
 crops), else synthetic images. The sampled degradations (seed 0) are the same from run to run,
@@ -55,10 +56,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--jpeg-backend", default="torch", choices=["torch", "pillow"])
+    ap.add_argument("--jpeg-model", default="diffjpeg", choices=["diffjpeg", "libjpeg"])
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = RealESRGANConfig(jpeg_backend=a.jpeg_backend)
+    cfg = RealESRGANConfig(jpeg_backend=a.jpeg_backend, jpeg_model=a.jpeg_model)
     x = crops(a.images)
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gen = torch.Generator().manual_seed(0)
@@ -74,7 +76,8 @@ def main() -> None:
         batched = a.images / (time.perf_counter() - t0)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"realesrgan x4 400x400, {a.images} images, threads={torch.get_num_threads()}, "
-          f"jpeg={a.jpeg_backend}, load average {load0:.1f} before, {load:.1f} after")
+          f"jpeg={a.jpeg_backend}/{a.jpeg_model}, "
+          f"load average {load0:.1f} before, {load:.1f} after")
     print(f"one at a time : {single:6.2f} images/s ({1000 / single:.0f} ms/image)")
     print(f"batched ({a.batch:3d}) : {batched:6.2f} images/s ({1000 / batched:.0f} ms/image)")
 

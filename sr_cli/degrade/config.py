@@ -18,6 +18,7 @@ from typing import Any
 
 import tomllib
 
+from sr_cli.degrade.jpeg import JPEG_MODELS
 from sr_cli.degrade.kernels import KERNEL_TYPES
 from sr_cli.errors import UsageError
 
@@ -118,12 +119,15 @@ class UsmConfig:
 class RealESRGANConfig:
     """High-order degradation: ``order`` stages (stage 1 = ``stage1``, others = ``stage2``;
     the last stage has no JPEG of its own), then ``final``. ``degrade_usm``: degrade the
-    USM-sharpened GT (as Real-ESRGAN's training code) rather than the plain one."""
+    USM-sharpened GT (as Real-ESRGAN's training code: ``feed_data`` blurs ``self.gt_usm``)
+    rather than the plain one. ``jpeg_model``: the torch backend's JPEG model, "diffjpeg"
+    (BasicSR's DiffJPEG, what Real-ESRGAN trains with) or "libjpeg" (a model of the codec)."""
 
     order: int = 2
     usm: UsmConfig = field(default_factory=UsmConfig)
     degrade_usm: bool = True
     jpeg_backend: str = "torch"  # "torch" (batched DCT model) or "pillow" (real libjpeg)
+    jpeg_model: str = "diffjpeg"  # torch backend: "diffjpeg" (Real-ESRGAN) or "libjpeg"
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=_stage2)
     final: FinalConfig = field(default_factory=FinalConfig)
@@ -389,6 +393,10 @@ def validate(cfg: DegradeConfig) -> DegradeConfig:
     if not 1 <= r.order <= 8:
         raise UsageError(f"realesrgan.order must be 1..8, got {r.order}")
     _backend("realesrgan.jpeg_backend", r.jpeg_backend)
+    if r.jpeg_model not in JPEG_MODELS:
+        raise UsageError(
+            f"realesrgan.jpeg_model: unknown JPEG model {r.jpeg_model!r} ({', '.join(JPEG_MODELS)})"
+        )
     if r.usm.radius < 1 or r.usm.radius > 201:
         raise UsageError("realesrgan.usm.radius must be in 1..201")
     for name in ("stage1", "stage2"):

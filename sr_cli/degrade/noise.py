@@ -15,11 +15,14 @@ from sr_cli.errors import UsageError
 
 __all__ = ["gaussian_noise", "noise_batch", "poisson_levels", "poisson_noise", "rgb_to_gray"]
 
-_GRAY = (0.299, 0.587, 0.114)
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale, as BasicSR's Poisson noise
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma ``0.299 R + 0.587 G + 0.114 B`` (1 ch: as is)."""
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma ``0.2989 R + 0.587 G + 0.114 B`` (1 ch: as is).
+
+    The weights are torchvision's ``rgb_to_grayscale``, which BasicSR's gray Poisson noise uses.
+    """
     if x.shape[1] == 1:
         return x
     if x.shape[1] != 3:

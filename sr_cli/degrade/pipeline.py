@@ -305,7 +305,9 @@ def _noise_each(x: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
     return out
 
 
-def _jpeg_each(x: torch.Tensor, params: list[dict[str, Any]], backend: str) -> torch.Tensor:
+def _jpeg_each(x: torch.Tensor, params: list[dict[str, Any]], backend: str,
+               model: str = "libjpeg") -> torch.Tensor:
+    """Per-image JPEG (Real-ESRGAN clamps to [0, 1] right before its JPEG: so do both backends)."""
     idx = [i for i, p in enumerate(params) if p.get("apply", True)]
     if not idx:
         return x
@@ -314,7 +316,7 @@ def _jpeg_each(x: torch.Tensor, params: list[dict[str, Any]], backend: str) -> t
     if backend == "pillow":
         done = jpeg_real(sub, [int(round(v)) for v in q]).to(x.dtype)
     else:
-        done = jpeg_torch(sub, torch.tensor(q, dtype=torch.float64))
+        done = jpeg_torch(sub, torch.tensor(q, dtype=torch.float64), model=model)
     if len(idx) == x.shape[0]:
         return done  # in [0, 1] like the clamped input of the skipped images below
     out = x.clamp(0, 1)
@@ -401,7 +403,7 @@ def _realesrgan_group(x: torch.Tensor, ps: list[dict[str, Any]], scale: int,
             size = (int(ori_h / scale * f), int(ori_w / scale * f))
             out = _resize_to(out, size, rz["mode"])
         out = _noise_each(out, [s["noise"] for s in st])
-        out = _jpeg_each(out, [s["jpeg"] for s in st], cfg.jpeg_backend)
+        out = _jpeg_each(out, [s["jpeg"] for s in st], cfg.jpeg_backend, cfg.jpeg_model)
     fin = ps[0]["final"]
     target = (ori_h // scale, ori_w // scale)
 
@@ -411,9 +413,9 @@ def _realesrgan_group(x: torch.Tensor, ps: list[dict[str, Any]], scale: int,
 
     jp = [p["final"]["jpeg"] for p in ps]
     if fin["order"] == "resize_sinc_jpeg":
-        out = _jpeg_each(resize_sinc(out), jp, cfg.jpeg_backend)
+        out = _jpeg_each(resize_sinc(out), jp, cfg.jpeg_backend, cfg.jpeg_model)
     else:
-        out = resize_sinc(_jpeg_each(out, jp, cfg.jpeg_backend))
+        out = resize_sinc(_jpeg_each(out, jp, cfg.jpeg_backend, cfg.jpeg_model))
     return torch.clamp(torch.round(out * 255.0), 0, 255) / 255.0
 
 
