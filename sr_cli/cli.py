@@ -13,10 +13,18 @@ import functools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+# Typer 0.29 vendors Click as typer._click; the exception types live there.
+try:
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older Typer on top of the click package
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from sr_cli import __version__
 from sr_cli.console import err_console
@@ -36,13 +44,28 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Show a Python warning (ours or a library's) as one ``sr: warning:`` line on stderr."""
+    text = str(message).strip().splitlines()
+    err_console.print(f"sr: warning: {text[0] if text else category.__name__}",
+                      markup=False, style="yellow", soft_wrap=True)
+
+
 def guard(fn: F) -> F:
-    """Wrap a command so errors become one stderr line and a documented exit code."""
+    """Wrap a command so errors become one stderr line and a documented exit code.
+
+    Python warnings raised while the command runs (e.g. from torch or numpy) are shown as
+    one ``sr: warning:`` line each, without file and line, unless --traceback is given.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not _want_traceback():
+                    warnings.showwarning = _one_line_warning
+                fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except SRError as exc:
@@ -54,8 +77,12 @@ def guard(fn: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+            # Point the stdout descriptor at /dev/null so the interpreter's final flush does
+            # not raise again (the approach of the Python docs' SIGPIPE note); in-process
+            # streams without a descriptor (tests, API use) are left alone.
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(int(ExitCode.FAILURE)) from None
         except OSError as exc:
             if _want_traceback():
@@ -81,7 +108,43 @@ def guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class SRGroup(TyperGroup):
+    """The root command group: Click's own usage errors (unknown option, bad option value,
+    missing argument) become one ``sr: error:`` line and exit 2, like every other error."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as exc:
+            exc.show()  # `sr` alone, `sr models` alone: the help text
+            sys.exit(exc.exit_code)
+        except click_exc.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "sr"
+            text = " ".join(exc.format_message().split()).rstrip(".")
+            _fail(f"{text} (see '{where} --help')", ExitCode.USAGE)
+            sys.exit(int(ExitCode.USAGE))
+        except click_exc.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("sr: interrupted", markup=False)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        # Not standalone: Click returns the code of a typer.Exit, or the command's return
+        # value (commands return None, see guard).
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=SRGroup,
     name="sr",
     help="Super-resolution on the command line: upscale, degrade, train, interp, score.\n\n"
     "Example: sr upscale photo.jpg photo_x4.png\n\n"

@@ -20,7 +20,8 @@ from rich.progress import (
 )
 
 # Resolves sys.stderr lazily, so it follows redirection (and Click's test runner).
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: paths and values like "cuda:x:" must print verbatim, not as emoji codes.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 _quiet = False
 

@@ -62,7 +62,7 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 def _float(tok: str) -> float:
     if not re.fullmatch(_NUM, tok):
-        raise UsageError(f"--alpha: {tok!r} is not a number")
+        raise UsageError(f"--alpha: {tok!r} is not a number (finite, e.g. 0.8)")
     return float(tok)
 
 

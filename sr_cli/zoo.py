@@ -26,6 +26,7 @@ import json
 import math
 import os
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 
 import sr_cli
 from sr_cli.archs import Descriptor, all_specs, get_arch
-from sr_cli.errors import ModelError
+from sr_cli.errors import ModelError, UsageError
 from sr_cli.io.atomic import atomic_write_bytes
 
 BASELINES = ("bicubic", "lanczos", "nearest")
@@ -162,14 +163,28 @@ def _read_torch(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(
-            f"{path}: unsafe or unsupported pickle (needs code execution) refused; "
-            f"only plain tensor checkpoints load ({_short(exc)})"
-        ) from None
+        raise ModelError(_pickle_refusal(path, exc)) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, struct.error, KeyError,
             AttributeError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable PyTorch checkpoint ({_short(exc)})") from None
     return _unwrap(obj, path)
+
+
+def _pickle_refusal(path: Path, exc: BaseException) -> str:
+    """One line for a checkpoint that ``torch.load(weights_only=True)`` refused.
+
+    A pickle naming a global outside torch's allow-list (``os.system``, a custom class...) is
+    reported as unsafe; it was never executed. Anything else is not a readable checkpoint.
+    """
+    text = str(exc)
+    found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text,
+                      re.IGNORECASE)
+    if found:
+        return (f"{path}: refused: unsafe pickle (it needs {found.group(1)}); only plain "
+                "tensor checkpoints load, and nothing in the file was executed")
+    detail = re.search(r"(Unsupported operand \d+|invalid load key[^\n]*)", text)
+    why = f" ({detail.group(1).strip().rstrip('.')})" if detail else ""
+    return f"{path}: not a readable PyTorch checkpoint{why}"
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -263,15 +278,25 @@ def build_loaded(
     load the weights strictly and return it in eval mode, fp32, on the CPU."""
     meta = dict(metadata or {})
     where = source or Path(name or "weights")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"scale must be a positive number, got {scale:g}")
+    bad = [k for k, v in state_dict.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelError(f"{where}: weights contain NaN or infinite values ({bad[0]}{more})")
     if "arch" in meta and "hparams" in meta:
         arch, hp = _hparams_from_metadata(meta, where)
     else:
         arch, hp = detect_arch(state_dict)
         spec = get_arch(arch)
         if scale is not None and not spec.extra.get("scale_in_weights", True):
-            hp["scale"] = int(scale)  # e.g. SRCNN: the factor is not stored in the weights
+            hp["scale"] = max(1, int(scale))  # SRCNN: not stored in the weights
         elif "scale" in meta and not spec.extra.get("scale_in_weights", True):
-            hp["scale"] = int(float(meta["scale"]))
+            try:
+                hp["scale"] = int(float(meta["scale"]))
+            except ValueError:
+                raise ModelError(f"{where}: metadata 'scale' is not a number") from None
     spec = get_arch(arch)
     try:
         net = spec.factory(**hp)

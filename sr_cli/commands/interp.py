@@ -153,9 +153,10 @@ def _interp_models(
 
     upscaler_opts = None
     if pixels is not None:
-        from sr_cli.infer.engine import InferenceOptions
+        from sr_cli.infer.engine import InferenceOptions, Upscaler
 
         upscaler_opts = InferenceOptions(device=device, tile=tile)
+        Upscaler(model_a, upscaler_opts)  # bad --tile / --device fail before any file is written
 
     tiles: list[tuple[str, np.ndarray]] = []
     with console.progress_bar("interp", total=len(alphas)) as progress:

@@ -46,6 +46,12 @@ def _plot(run_dir: Path | None, out: Path | None) -> None:
 
     if run_dir is None:
         raise UsageError("usage: sr train plot RUN_DIR [--out PNG]")
+    if out is not None and str(out) == "-":  # the PNG to stdout (never to a terminal)
+        from sr_cli.io.images import write_stdout_bytes
+        from sr_cli.train.plot import render_run
+
+        write_stdout_bytes(render_run(run_dir))
+        return
     target = plot_run(run_dir, out or (run_dir / "metrics.png"))
     info(f"wrote {target}")
 

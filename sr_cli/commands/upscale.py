@@ -246,7 +246,8 @@ def _run_jobs(
                     raise
                 failures.append(exc)
                 rec.update(status="failed", error=exc.message, code=int(exc.exit_code))
-                console.warn(f"{job.label}: {exc.message}")
+                console.warn(exc.message if exc.message.startswith(job.label)
+                             else f"{job.label}: {exc.message}")
             except OSError as exc:
                 if len(jobs) == 1:
                     raise
@@ -261,8 +262,8 @@ def _run_jobs(
     return {
         "model": upscaler.model.name,
         "arch": d.arch,
-        "native_scale": d.scale,
-        "scale": scale if scale is not None else d.scale,
+        "native_scale": d.scale,  # 0: an any-scale baseline
+        "scale": scale if scale is not None else upscaler.default_scale,
         "device": str(upscaler.device),
         "precision": upscaler.precision,
         "files": records,

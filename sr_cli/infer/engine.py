@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sr_cli.errors import ModelError, UsageError
+from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.tiling import plan_tiles, run_tiled
@@ -55,6 +55,31 @@ class InferenceOptions:
     channels_last: bool = True
     alpha: str = "model"
     memory_fraction: float = 0.5
+
+
+def check_output_size(height: int, width: int, planes: int, scale: float) -> tuple[int, int]:
+    """The output size ``(round(H*scale), round(W*scale))`` of an upscale, checked.
+
+    Raises UsageError when the factor leaves no pixel (e.g. ``--scale 1e-9``), and
+    RuntimeFailure when the float32 output of ``planes`` channels (x3 for the working
+    copies) would not fit in the free memory, instead of letting the OS kill the process.
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"--scale must be a positive number, got {scale:g}")
+    oh, ow = round(height * scale), round(width * scale)
+    if oh < 1 or ow < 1:
+        raise UsageError(
+            f"--scale {scale:g} leaves no pixels of a {width}x{height} image "
+            f"({ow}x{oh}); use a larger factor"
+        )
+    need = 3 * 4 * planes * oh * ow
+    free = free_memory_bytes(torch.device("cpu"))
+    if need > free:
+        raise RuntimeFailure(
+            f"a {ow}x{oh} output needs about {need / 2**30:.1f} GiB of memory, "
+            f"{free / 2**30:.1f} GiB is free; use a smaller --scale"
+        )
+    return oh, ow
 
 
 def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
@@ -197,6 +222,11 @@ class Upscaler:
             out = out[:, :, : h * s, : w * s]
         return out.clamp_(0, 1)
 
+    @property
+    def default_scale(self) -> float:
+        """The factor used when none is asked: the native one, or the baseline's own."""
+        return float(self.scale or self.model.desc.hparams.get("scale") or 4.0)
+
     # -- whole images ----------------------------------------------------------------------
     def _network_rgb_or_gray(
         self, x: torch.Tensor, progress: Callable[[int, int], None] | None
@@ -231,13 +261,9 @@ class Upscaler:
 
         b, c, h, w = x.shape
         native = self.scale
-        if out_scale:
-            target = float(out_scale)
-        elif native:
-            target = float(native)
-        else:  # any-scale baseline: its own default factor (x4 unless built otherwise)
-            target = float(self.model.desc.hparams.get("scale") or 4.0)
-        oh, ow = max(1, round(h * target)), max(1, round(w * target))
+        # no factor asked: the native one, or an any-scale baseline's own (x4 by default)
+        target = float(out_scale) if out_scale else self.default_scale
+        oh, ow = check_output_size(h, w, c * b, target)
         has_alpha = c in (2, 4)
         color = x[:, : c - 1] if has_alpha else x
         if has_alpha:
@@ -259,6 +285,11 @@ class Upscaler:
             else:
                 na = imresize(a.float(), size=(oh, ow), kernel="cubic", antialias=True)
             up = torch.cat([up, na], dim=1)
+        if not bool(torch.isfinite(up).all()):
+            hint = "" if self.precision == "fp32" else "; try --precision fp32"
+            raise ModelError(
+                f"model {self.model.name!r} produced NaN or infinite values{hint}"
+            )
         return up.clamp_(0, 1)
 
     def _baseline(self, x: torch.Tensor, scale: float) -> torch.Tensor:

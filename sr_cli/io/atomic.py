@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,14 +30,20 @@ def _temp_beside(target: Path) -> tuple[int, str]:
         ) from None
 
 
+# Errors of the write itself (disk full, quota, read-only or failing device): reported as a
+# RuntimeFailure that names the target. Other OSErrors propagate unchanged.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched, so an
     interrupted or failed write never leaves a truncated output. A missing or unwritable
-    target folder raises :class:`~sr_cli.errors.RuntimeFailure`; other ``OSError`` (disk
-    full, ...) propagate unchanged, after the clean-up.
+    target folder, a full disk, a quota or a read-only device raise
+    :class:`~sr_cli.errors.RuntimeFailure` naming ``path``; other ``OSError`` propagate
+    unchanged. The temporary file is removed in every case.
     """
     target = Path(path)
     fd, tmp = _temp_beside(target)
@@ -49,9 +56,14 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
         with contextlib.suppress(OSError):
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file mode
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            reason = "no space left on device" if exc.errno == errno.ENOSPC else (
+                exc.strerror or str(exc)).lower()
+            raise RuntimeFailure(f"{target}: cannot write ({reason}); nothing was written "
+                                 "and an existing file there is unchanged") from None
         raise
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,11 @@ def _read_pil(data: bytes, label: str, limit: int, fmt: str | None) -> Image:
     try:
         im = PILImage.open(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - decoder errors come in many types
+        if type(exc).__name__ == "UnidentifiedImageError":
+            raise InputError(
+                f"{label}: not a readable image (unknown format; expected "
+                "PNG, JPEG, WebP, BMP or TIFF)"
+            ) from None
         raise InputError(f"{label}: not a readable image ({_why(exc)})") from None
     _check_size(im.size[0], im.size[1], limit, label)  # header only: nothing decoded yet
     try:
@@ -294,7 +300,9 @@ def _clean_dpi(dx: float, dy: float) -> tuple[float, float]:
 
 
 def _why(exc: BaseException) -> str:
+    """A short, stable reason: first line, no object addresses, at most 160 characters."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", msg).strip() or type(exc).__name__
     return msg[:160]
 
 

@@ -217,6 +217,8 @@ def parse_gates(
                 gates[key] = float(val)
             except ValueError:
                 raise UsageError(f"{option} {part!r}: {val!r} is not a number") from None
+            if math.isnan(gates[key]):
+                raise UsageError(f"{option} {part!r}: a threshold cannot be NaN")
             if key not in selected:
                 raise UsageError(f"{option} {key}: that metric is not being computed "
                                  f"(add --{key})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,25 @@ class TrainConfig:
             raise UsageError(
                 f"patch_size {self.patch_size} must be a multiple of the scale {self.scale}"
             )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            numbers = value if isinstance(value, list) else (
+                list(value.values()) if isinstance(value, dict) else [value])
+            for v in numbers:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise UsageError(f"setting {f.name} must be a finite number, got {v}")
+        for key in ("lr", "lr_d", "gamma"):
+            if not getattr(self, key) > 0:
+                raise UsageError(f"setting {key} must be > 0, got {getattr(self, key)}")
+        for key in ("weight_decay", "grad_clip", "pixel_weight", "perceptual_weight",
+                    "gan_weight", "workers", "pool_size", "cache_mb"):
+            if getattr(self, key) < 0:
+                raise UsageError(f"setting {key} must be >= 0, got {getattr(self, key)}")
+        for key in ("betas", "betas_d"):
+            betas = getattr(self, key)
+            if len(betas) != 2 or any(isinstance(b, bool) or not isinstance(b, int | float)
+                                      or not 0.0 <= b < 1.0 for b in betas):
+                raise UsageError(f"setting {key} takes two numbers in [0, 1), got {betas}")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"setting ema must be in [0, 1), got {self.ema}")
         if self.pool_size and self.pool_size % self.batch_size:

@@ -34,6 +34,13 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Draw losses (left) and validation scores (right) against the step; write a PNG."""
+    target = Path(out)
+    atomic_write_bytes(target, render_run(run_dir))
+    return target
+
+
+def render_run(run_dir: str | os.PathLike[str]) -> bytes:
+    """The PNG bytes of :func:`plot_run`'s figure."""
     records = read_metrics(run_dir)
     try:
         import matplotlib
@@ -70,6 +77,4 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Pa
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    target = Path(out)
-    atomic_write_bytes(target, buf.getvalue())
-    return target
+    return buf.getvalue()
