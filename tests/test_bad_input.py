@@ -284,10 +284,10 @@ def test_disk_full_exit_1_and_nothing_clobbered(runner: CliRunner, files, cmd: s
     monkeypatch.setattr(atomic.os, "replace", _disk_full)
     args = {
         "upscale": ["upscale", str(files["ok.png"]), "-o", str(out), "--overwrite"],
-        "degrade": ["degrade", str(files["ok.png"]), "-o", str(out), "-s", "2"],
+        "degrade": ["degrade", str(files["ok.png"]), "-o", str(out), "-s", "2", "--overwrite"],
         "interp": ["interp", str(files["a.safetensors"]), str(files["b.safetensors"]),
-                   "-a", "0.5", "-o", str(out)],
-        "convert": ["models", "convert", str(files["a.safetensors"]), str(out)],
+                   "-a", "0.5", "-o", str(out), "--overwrite"],
+        "convert": ["models", "convert", str(files["a.safetensors"]), str(out), "--overwrite"],
     }[cmd]
     line = _one_error(runner.invoke(app, args), 1)
     assert "no space left on device" in line and str(out) in line
@@ -437,3 +437,27 @@ def test_nan_output_is_refused(runner: CliRunner, files, monkeypatch) -> None:
                                           "-m", str(files["a.safetensors"])]), 4)
     assert "NaN" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("cmd", ["upscale", "degrade", "interp", "interp-images", "convert"])
+def test_existing_output_needs_overwrite(runner: CliRunner, files, cmd: str) -> None:
+    """One rule for every command: an existing output is replaced only with --overwrite, and
+    the refusal comes before any work (exit 2, file untouched)."""
+    d = files["dir"]
+    out = d / ("o.safetensors" if cmd in ("interp", "convert") else "o.png")
+    out.write_bytes(b"precious")
+    args = {
+        "upscale": ["upscale", str(files["ok.png"]), "-o", str(out), "-m", "nearest", "-s", "2"],
+        "degrade": ["degrade", str(files["ok.png"]), "-o", str(out), "-s", "2"],
+        "interp": ["interp", str(files["a.safetensors"]), str(files["b.safetensors"]),
+                   "-a", "0.5", "-o", str(out)],
+        "interp-images": ["interp", "--images", str(files["ok.png"]), str(files["ok.png"]),
+                          "-a", "0.5", "-o", str(out)],
+        "convert": ["models", "convert", str(files["a.safetensors"]), str(out)],
+    }[cmd]
+    line = _one_error(runner.invoke(app, args), 2)
+    assert "exists" in line and "--overwrite" in line
+    assert out.read_bytes() == b"precious"
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes() != b"precious"

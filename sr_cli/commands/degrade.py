@@ -32,7 +32,7 @@ from sr_cli.degrade.pipeline import (
 )
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.atomic import atomic_write_bytes, refuse_existing
 from sr_cli.io.images import (
     Image,
     encode_image,
@@ -81,6 +81,30 @@ def _to_rgb_float(pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None, 
     if t.shape[1] == 1:
         t = t.expand(1, 3, -1, -1).contiguous()
     return t, alpha, maxv
+
+
+def _destinations(names: list[str], repeat: int, output: str, pairs: Path | None,
+                  folder_mode: bool) -> list[list[Path]]:
+    """Output paths of every (image, variant) in processing order, decided before any work:
+    ``[HR, LR]`` under ``--pairs``, one path otherwise, none for stdout."""
+    out: list[list[Path]] = []
+    for name in names:
+        for k in range(repeat):
+            vname = _variant_name(name, k, repeat)
+            if pairs is not None:
+                stem = Path(vname).stem + ".png"
+                out.append([pairs / "HR" / stem, pairs / "LR" / stem])
+            elif output == "-":
+                out.append([])
+            else:
+                out_path = Path(output)
+                if folder_mode or (repeat > 1 and not out_path.suffix) or out_path.is_dir():
+                    out.append([out_path / vname])
+                elif repeat > 1:
+                    out.append([out_path.with_name(_variant_name(out_path.name, k, repeat))])
+                else:
+                    out.append([out_path])
+    return out
 
 
 def degrade_image(
@@ -213,6 +237,9 @@ def degrade(
     fmt: Annotated[
         str | None, typer.Option("--format", help="Output format for stdout (default png).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (never the input).")
+    ] = False,
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="CPU threads. The default 1 makes seeded "
                           "bytes independent of the machine's core count (parallel float sums "
@@ -234,13 +261,13 @@ def degrade(
     torch.set_num_threads(threads)
     try:
         _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
-                 replay, pairs, repeat, fmt, jpeg_backend)
+                 replay, pairs, repeat, fmt, jpeg_backend, overwrite)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
-             replay, pairs, repeat, fmt, jpeg_backend) -> None:
+             replay, pairs, repeat, fmt, jpeg_backend, overwrite) -> None:
     cfg = build_config(config=config, overrides=list(set_ or []), preset=preset, scale=scale,
                        order=order, seed=seed, jpeg_backend=jpeg_backend)
     if print_config:
@@ -283,6 +310,9 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
                 raise UsageError("refusing to overwrite the input image")
             elif not out_path.is_dir():
                 format_for_path(out_path)  # validates the extension early
+    dests = _destinations([n for n, _ in items], repeat, output, pairs, folder_mode)
+    refuse_existing([d for group in dests for d in group]
+                    + ([record] if record is not None else []), overwrite)
     need = min_input_size(cfg)
     for name, img in items:
         if min(img.height, img.width) < need:
@@ -312,30 +342,16 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
                 done += 1
                 cb(done, total)
 
-    if pairs is not None:
-        (pairs / "HR").mkdir(parents=True, exist_ok=True)
-        (pairs / "LR").mkdir(parents=True, exist_ok=True)
-        for name, lr, hr in results:
-            stem = Path(name).stem + ".png"
-            atomic_write_bytes(pairs / "HR" / stem, encode_image(Image(hr), "png"))
-            atomic_write_bytes(pairs / "LR" / stem, encode_image(Image(lr), "png"))
-    elif output == "-":
+    if output == "-" and pairs is None:
         f = (fmt or "png").lower()
         write_stdout_bytes(encode_image(Image(results[0][1]), format_for_path(Path("x"), f)))
     else:
-        out_path = Path(output)
-        if folder_mode or repeat > 1 and not out_path.suffix:
-            out_path.mkdir(parents=True, exist_ok=True)
-        for name, lr, _ in results:
-            if out_path.is_dir():
-                dest = out_path / name
-            elif repeat > 1:
-                dest = out_path.with_name(_variant_name(out_path.name, int(
-                    name.rsplit("_", 1)[1].split(".")[0]), repeat))
-            else:
-                dest = out_path
-            ext_fmt = format_for_path(dest, fmt)
-            atomic_write_bytes(dest, encode_image(Image(lr), ext_fmt))
+        for (_, lr, hr), group in zip(results, dests, strict=True):
+            for dest, pixels in zip(group, [hr, lr] if pairs is not None else [lr],
+                                    strict=True):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fmt_out = "png" if pairs is not None else format_for_path(dest, fmt)
+                atomic_write_bytes(dest, encode_image(Image(pixels), fmt_out))
     if record is not None:
         atomic_write_bytes(record, ("\n".join(records) + "\n").encode())
     info(f"sr degrade: {len(results)} image(s), preset {cfg.preset}, x{cfg.scale}")

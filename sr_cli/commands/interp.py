@@ -19,6 +19,7 @@ from sr_cli.interp import (
     output_stem,
     parse_alphas,
 )
+from sr_cli.io.atomic import refuse_existing
 
 MODEL_EXT = ".safetensors"
 
@@ -88,6 +89,9 @@ def interp(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="Device for --preview: auto, cpu, "
                                         "cuda, cuda:N.")] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs (never an input).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No messages on stderr.")] = False,
 ) -> None:
     """Blend two networks of the same architecture (ESRGAN network interpolation).
@@ -112,14 +116,14 @@ def interp(
     if images:
         if preview is not None:
             raise UsageError("--preview blends networks; it cannot be combined with --images")
-        _interp_images(a, b, alphas, output, sheet_tile)
+        _interp_images(a, b, alphas, output, sheet_tile, overwrite)
         return
-    _interp_models(a, b, alphas, output, preview, sheet_tile, tile, device)
+    _interp_models(a, b, alphas, output, preview, sheet_tile, tile, device, overwrite)
 
 
 def _interp_models(
     a: str, b: str, alphas: list[float], output: str, preview: Path | None, sheet_tile: int,
-    tile: int | None, device: str,
+    tile: int | None, device: str, overwrite: bool,
 ) -> None:
     from sr_cli import zoo
 
@@ -150,6 +154,11 @@ def _interp_models(
         targets = [target]
     for t in targets:
         _not_an_input(t, inputs)
+    planned = list(targets)
+    if preview is not None:
+        planned += [t.with_suffix(".png") for t in targets] + [
+            targets[0].parent / f"{stem}_sheet.png"]
+    refuse_existing(planned, overwrite)
 
     upscaler_opts = None
     if pixels is not None:
@@ -191,7 +200,8 @@ def _write_sheet(path: Path, tiles: list[tuple[str, np.ndarray]], sheet_tile: in
     console.info(f"wrote {path} (contact sheet, {len(tiles)} pictures)")
 
 
-def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile: int) -> None:
+def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile: int,
+                   overwrite: bool) -> None:
     from sr_cli.io.images import (
         Image,
         encode_image,
@@ -213,6 +223,7 @@ def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile:
         target = Path(output)
         format_for_path(target)  # a clear error for an unknown extension, before writing
         _not_an_input(target, inputs)
+        refuse_existing([target], overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_image(target, Image(out))
         console.info(f"wrote {target} (alpha {alphas[0]:g})")
@@ -220,11 +231,14 @@ def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile:
     if output == "-":
         raise UsageError("-o -: several alphas need a folder")
     folder = _prepare_dir(output)
-    tiles: list[tuple[str, np.ndarray]] = []
-    for al in alphas:
-        out = blend_images(img_a, img_b, al)
-        target = folder / f"{stem}_{alpha_tag(al)}.png"
+    targets = [folder / f"{stem}_{alpha_tag(al)}.png" for al in alphas]
+    for target in targets:
         _not_an_input(target, inputs)
+    refuse_existing(targets + ([folder / f"{stem}_sheet.png"] if len(alphas) > 1 else []),
+                    overwrite)
+    tiles: list[tuple[str, np.ndarray]] = []
+    for al, target in zip(alphas, targets, strict=True):
+        out = blend_images(img_a, img_b, al)
         write_image(target, Image(out))
         console.info(f"wrote {target}")
         tiles.append((f"a={al:.2f}", out))

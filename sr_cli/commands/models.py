@@ -19,6 +19,7 @@ import typer
 from sr_cli import zoo
 from sr_cli.console import info
 from sr_cli.errors import UsageError
+from sr_cli.io.atomic import refuse_existing
 
 
 def _fmt_scale(scale: float) -> str:
@@ -149,6 +150,9 @@ def convert(
         int | None,
         typer.Option("--scale", help="Scale for checkpoints that do not store it (SRCNN)."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing OUT (never the input).")
+    ] = False,
 ) -> None:
     """Convert a checkpoint to a zoo .safetensors file with metadata.
 
@@ -167,6 +171,7 @@ def convert(
             raise UsageError(f"{dst}: refusing to overwrite the input")
         if out.is_dir():
             raise UsageError(f"{dst}: is a directory")
+        refuse_existing([out], overwrite)
     sd, meta = zoo.read_weights(src)
     lm = zoo.build_loaded(sd, meta, name=name or "", source=src, scale=scale)
     keep = {k: v for k, v in meta.items()

@@ -6,11 +6,11 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from sr_cli.errors import RuntimeFailure
+from sr_cli.errors import RuntimeFailure, UsageError
 
 
 def _temp_beside(target: Path) -> tuple[int, str]:
@@ -77,3 +77,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_open(path, "wb") as fh:
         fh.write(data)
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
+    """Raise UsageError when an output already exists and ``overwrite`` is false.
+
+    Every command checks all its planned outputs with this before doing any work, so an
+    existing file is never replaced without ``--overwrite`` and nothing is half-written.
+    """
+    if overwrite:
+        return
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} exists{more}; use --overwrite to replace it")
