@@ -352,3 +352,20 @@ def test_folder_of_videos_collects_failures(clip, upscaler, tmp_path):
     assert isinstance(failures[0], InputError)
     assert (out / "a_x2.mkv").is_file() and not (out / "b_x2.mkv").exists()
     assert [f["status"] for f in s["files"]] == ["ok", "failed"]
+
+
+@pytest.mark.parametrize("flags", [["--preset", "nosuch"], ["--crf", "-5"],
+                                   ["--pix-fmt", "bogus"], ["--ffmpeg-args=-nosuchoption 1"]])
+def test_encoder_settings_rejected_up_front(clip: Path, tmp_path: Path, runner,
+                                            flags: list[str]) -> None:
+    """Options the encoder rejects are a usage error before any frame is upscaled: exit 2,
+    one line naming the encoder's complaint, no output and no work folder left behind."""
+    from sr_cli.cli import app
+
+    out = tmp_path / "out" / "o.mp4"
+    r = runner.invoke(app, ["upscale", str(clip), str(out), "-m", "nearest", "-s", "2",
+                                 *flags])
+    assert r.exit_code == 2, r.output
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("sr: error:")]
+    assert len(errs) == 1 and "rejects these settings" in errs[0] and " @ 0x" not in errs[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -3,6 +3,7 @@ source audio/subtitle streams can be copied unchanged into the output container.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -59,6 +60,21 @@ class EncodeSettings:
         """Output options (after ``-i``) for the segment encoder."""
         return ["-c:v", self.codec, "-pix_fmt", self.pix_fmt,
                 "-enc_time_base", f"{self.tb.numerator}/{self.tb.denominator}", *self.args]
+
+
+def check_encoder(enc: EncodeSettings, width: int, height: int) -> None:
+    """Encode one gray frame of the output size with ``enc`` to a null muxer, so that options
+    ffmpeg rejects (a bad --preset, --crf, --pix-fmt or --ffmpeg-args) fail up front as a
+    usage error (exit 2), before any frame is upscaled or any work folder is made."""
+    res = ffmpeg.run(["-f", "lavfi", "-i", f"color=c=gray:s={width}x{height}:r=25",
+                      "-frames:v", "1", *enc.ffmpeg_args(), "-f", "null", "-"])
+    if res.returncode != 0:
+        text = res.stderr.decode("utf-8", "replace")
+        lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", ln).strip()
+                 for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
+        why = lines[0] if lines else f"ffmpeg exit code {res.returncode}"
+        raise UsageError(f"the {enc.codec} encoder rejects these settings: {why}")
 
 
 def encode_settings(

@@ -323,6 +323,7 @@ def upscale_to_video(
     plan, notes = ([], []) if source.media is None else encode.stream_codecs(
         source.media.streams, muxer, audio=vopts.audio, subtitles=vopts.subtitles)
     notes = enc.notes + notes
+    encode.check_encoder(enc, ow, oh)
     dst.parent.mkdir(parents=True, exist_ok=True)
     seg = vopts.segment_frames
     n_seg = (n + seg - 1) // seg
