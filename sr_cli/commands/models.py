@@ -156,7 +156,7 @@ def convert(
 ) -> None:
     """Convert a checkpoint to a zoo .safetensors file with metadata.
 
-    Example: sr models convert RealESRGAN_x4plus.pth models/realesrgan-x4.safetensors
+    Example: sr models convert RealESRGAN_x4plus.pth realesrgan-x4plus.safetensors
 
     The architecture and hyperparameters are detected from the tensors (BasicSR, original
     ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.

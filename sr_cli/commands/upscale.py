@@ -145,10 +145,10 @@ def upscale(
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
-    Example: sr upscale photo.jpg photo_x4.png -m realesrgan-x4
+    Example: sr upscale photo.jpg photo_x4.png -m RealESRGAN_x4plus  (after `sr models fetch`)
 
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
-    sr upscale in.mp4 out.mp4 -m realesrgan-compact-x4 --crf 18.
+    sr upscale in.mp4 out.mp4 -m realesr-animevideov3 --crf 18.
     """
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
