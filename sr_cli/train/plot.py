@@ -53,8 +53,9 @@ def render_run(run_dir: str | os.PathLike[str]) -> bytes:
         ) from None
     loss_keys = sorted({k for r in records for k in r if k == "loss" or k.startswith("l_")})
     val_keys = sorted({k for r in records for k in r if k.startswith("val_")})
-    ncols = 2 if val_keys else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    # one panel per validation metric: PSNR (dB), SSIM (0..1) and NIQE need their own scales
+    ncols = 1 + len(val_keys)
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
     ax = axes[0][0]
     for key in loss_keys:
         pts = [(r["step"], r[key]) for r in records if key in r]
@@ -65,14 +66,12 @@ def render_run(run_dir: str | os.PathLike[str]) -> bytes:
         ax.set_yscale("log")
     ax.legend()
     ax.set_title(f"{Path(run_dir).name}: training losses")
-    if val_keys:
-        ax2 = axes[0][1]
-        for key in val_keys:
-            pts = [(r["step"], r[key]) for r in records if key in r]
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key)
-        ax2.set_xlabel("step")
-        ax2.legend()
-        ax2.set_title("validation")
+    for i, key in enumerate(val_keys, start=1):
+        axv = axes[0][i]
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        axv.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        axv.set_xlabel("step")
+        axv.set_title(f"validation {key[len('val_'):]}")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
