@@ -65,3 +65,16 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip("needs ../shared/data (benchmark data beside the repo); not present")
     return SHARED
+
+
+@pytest.fixture
+def isolated_zoo(tmp_path, monkeypatch):
+    """No user cache, no SR_MODELS_PATH and an empty repository models/ folder (returned)."""
+    from sr_cli import zoo
+
+    repo = tmp_path / "repo_models"
+    repo.mkdir()
+    monkeypatch.setenv("SR_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SR_MODELS_PATH", raising=False)
+    monkeypatch.setattr(zoo, "repo_models_dir", lambda: repo)
+    return repo

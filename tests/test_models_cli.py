@@ -13,15 +13,7 @@ from sr_cli.archs import build
 from sr_cli.cli import app
 from sr_cli.commands.models import COMMANDS
 
-
-@pytest.fixture(autouse=True)
-def isolated_zoo(tmp_path, monkeypatch):
-    repo = tmp_path / "repo_models"
-    repo.mkdir()
-    monkeypatch.setenv("SR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SR_MODELS_PATH", raising=False)
-    monkeypatch.setattr(zoo, "repo_models_dir", lambda: repo)
-    return repo
+pytestmark = pytest.mark.usefixtures("isolated_zoo")
 
 
 def _tiny_pth(path, scheme_prefix="", wrapper="params"):

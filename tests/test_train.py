@@ -14,16 +14,6 @@ from sr_cli.archs import get_arch
 from sr_cli.cli import app
 from sr_cli.train.recipes import RECIPES, recipe_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and a shared CPU makes OpenMP spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SCALE = 2
 
 

@@ -24,16 +24,6 @@ from sr_cli.train.losses import (
 from sr_cli.train.recipes import RECIPES, recipe_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and a shared CPU makes OpenMP spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _count(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

@@ -17,15 +17,7 @@ from sr_cli.errors import ModelError
 TINY_RRDB = {"num_feat": 8, "num_block": 2, "num_grow_ch": 4}
 
 
-@pytest.fixture(autouse=True)
-def isolated_zoo(tmp_path, monkeypatch):
-    """No user cache, no SR_MODELS_PATH and an empty repository models/ folder."""
-    repo = tmp_path / "repo_models"
-    repo.mkdir()
-    monkeypatch.setenv("SR_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SR_MODELS_PATH", raising=False)
-    monkeypatch.setattr(zoo, "repo_models_dir", lambda: repo)
-    return repo
+pytestmark = pytest.mark.usefixtures("isolated_zoo")
 
 
 def _randomized(name: str, **hp):
