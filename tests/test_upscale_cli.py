@@ -99,8 +99,8 @@ def test_folders_suffix_skip_overwrite(runner, tmp_path, write_png, make_image):
     assert (out / "a_x2.png").is_file() and (out / "sub" / "b_x2.png").is_file()
     before = (out / "a_x2.png").stat().st_mtime_ns
     r = runner.invoke(app, args)
-    assert r.exit_code == 2, r.stderr  # exists, no --overwrite: both items fail as usage
-    assert "exists" in r.stderr and "2 of 2" in r.stderr
+    assert r.exit_code == 2, r.stderr  # exists, no --overwrite: refused before any work
+    assert "exists (and 1 more)" in r.stderr and r.stderr.count("\n") == 1
     assert (out / "a_x2.png").stat().st_mtime_ns == before
     r = runner.invoke(app, args + ["--skip-existing", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["skipped"] == 2
@@ -350,3 +350,19 @@ def test_progress_goes_to_stderr_only(runner, tmp_path, make_image):
     r = runner.invoke(app, ["upscale", "-m", "bicubic", "-s", "2", "-q"], input=png_bytes(img),
                       env={"SR_PROGRESS": "1"})
     assert r.exit_code == 0 and r.stderr == ""
+
+
+@pytest.mark.parametrize("model", ["bicubic", "lanczos"])
+def test_non_integer_scale_one_size_rule(model, tmp_path, make_image):
+    """Colour and alpha, baselines and network+resize all use MATLAB's ceil(H*s) size rule."""
+    import sr_cli
+
+    rgba = make_image(15, 17, c=4)
+    assert sr_cli.upscale(rgba, model=model, scale=1.5).shape == (23, 26, 4)
+    torch.manual_seed(0)
+    net, desc = build("srvgg", num_feat=4, num_conv=1, upscale=2)
+    path = tmp_path / "m.safetensors"
+    save_model(path, net, desc, {})
+    up = Upscaler(load_model(str(path)), InferenceOptions(device="cpu"))
+    assert up.upscale_array(rgba, 1.5).shape == (23, 26, 4)
+    assert up.output_size(15, 17, 1.5) == (23, 26)

@@ -369,3 +369,15 @@ def test_encoder_settings_rejected_up_front(clip: Path, tmp_path: Path, runner,
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith("sr: error:")]
     assert len(errs) == 1 and "rejects these settings" in errs[0] and " @ 0x" not in errs[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_baseline_without_scale_uses_its_own_factor(clip: Path, tmp_path: Path, runner) -> None:
+    """`-m bicubic` with no -s upscales x4 (the baseline's default), as for images."""
+    from sr_cli.cli import app
+    from sr_cli.video.probe import probe
+
+    out = tmp_path / "o.mkv"
+    r = runner.invoke(app, ["upscale", str(clip), str(out), "-m", "nearest", "--codec", "ffv1"])
+    assert r.exit_code == 0, r.output
+    v = probe(out).video
+    assert (v.width, v.height) == (33 * 4, 25 * 4)

@@ -13,6 +13,7 @@ import typer
 from sr_cli import console
 from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS, Job, plan_jobs, split_inputs_output
+from sr_cli.io.atomic import refuse_existing
 
 HELP_SCALE = (
     "Output scale factor (any positive number). The network runs at its native scale "
@@ -158,13 +159,20 @@ def upscale(
     if scale is not None and not scale > 0:
         raise UsageError("--scale must be > 0")
     inputs, out = split_inputs_output(list(paths or []), output)
+    video = any(_is_video_path(i) for i in inputs) or _is_video_path(out)
+    # plan image work first: a wrong path fails before a large model is loaded
+    jobs = [] if video else plan_jobs(inputs, out, recursive=recursive, suffix=suffix, ext=ext,
+                                      fmt=fmt)
+    if not skip_existing:
+        refuse_existing([j.dst for j in jobs if j.dst is not None], overwrite,
+                        "use --overwrite to replace or --skip-existing to keep existing outputs")
 
     loaded = _load_models(model or [], mix, scale)
     opts = InferenceOptions(device=device, precision=precision, tile=tile,
                             tile_batch=tile_batch, channels_last=channels_last, alpha=alpha)
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
 
-    if any(_is_video_path(i) for i in inputs) or _is_video_path(out):
+    if video:
         from sr_cli.video import VideoOptions, upscale_videos
 
         vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
@@ -177,7 +185,6 @@ def upscale(
         _finish(summary, json_out, to_stdout=False)
         return
 
-    jobs = plan_jobs(inputs, out, recursive=recursive, suffix=suffix, ext=ext, fmt=fmt)
     summary = _run_jobs(jobs, upscaler, scale, quality=quality, skip_existing=skip_existing,
                         overwrite=overwrite, max_pixels=max_pixels)
     _finish(summary, json_out, to_stdout=any(j.dst is None for j in jobs))
@@ -218,15 +225,11 @@ def _run_jobs(
                                    "output": str(job.dst) if job.dst else "<stdout>"}
             t0 = time.perf_counter()
             try:
-                if job.dst is not None and job.dst.exists():
-                    if skip_existing:
-                        rec["status"] = "skipped"
-                        records.append(rec)
-                        advance(n + 1, len(jobs))
-                        continue
-                    if not overwrite:
-                        raise UsageError(f"{job.dst} exists (use --overwrite or "
-                                         "--skip-existing)")
+                if skip_existing and job.dst is not None and job.dst.exists():
+                    rec["status"] = "skipped"
+                    records.append(rec)
+                    advance(n + 1, len(jobs))
+                    continue
                 data = images.read_stdin_bytes() if job.src is None else job.src
                 img = images.read_image(data, name=job.label, max_pixels=max_pixels)
                 with console.progress_bar(f"tiles {Path(job.label).name}", None) as tiles:

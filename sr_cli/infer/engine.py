@@ -24,6 +24,7 @@ from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.tiling import plan_tiles, run_tiled
+from sr_cli.io.images import from_tensor, to_tensor
 
 if TYPE_CHECKING:
     from sr_cli.zoo import LoadedModel
@@ -58,7 +59,8 @@ class InferenceOptions:
 
 
 def check_output_size(height: int, width: int, planes: int, scale: float) -> tuple[int, int]:
-    """The output size ``(round(H*scale), round(W*scale))`` of an upscale, checked.
+    """The output size ``(ceil(H*scale), ceil(W*scale))`` of an upscale (MATLAB's imresize
+    rule, so baselines and network + resize agree), checked.
 
     Raises UsageError when the factor leaves no pixel (e.g. ``--scale 1e-9``), and
     RuntimeFailure when the float32 output of ``planes`` channels (x3 for the working
@@ -66,8 +68,10 @@ def check_output_size(height: int, width: int, planes: int, scale: float) -> tup
     """
     if not (math.isfinite(scale) and scale > 0):
         raise UsageError(f"--scale must be a positive number, got {scale:g}")
-    oh, ow = round(height * scale), round(width * scale)
-    if oh < 1 or ow < 1:
+    from sr_cli.degrade.resize import output_size
+
+    oh, ow = output_size(height, scale), output_size(width, scale)
+    if min(height, width) * scale < 0.5:  # ceil would still give 1 px, from a vast kernel
         raise UsageError(
             f"--scale {scale:g} leaves no pixels of a {width}x{height} image "
             f"({ow}x{oh}); use a larger factor"
@@ -88,12 +92,7 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
     s = max(1, model.desc.scale)
     feat = int(hp.get("num_feat", hp.get("n1", hp.get("num_features", 64))))
     arch = model.desc.arch
-    if arch in ("srvgg",):
-        hr_ch = 3 * s * s
-    elif arch in ("srcnn",):
-        hr_ch = feat
-    else:
-        hr_ch = feat
+    hr_ch = 3 * s * s if arch == "srvgg" else feat  # channels at the output resolution
     lr_ch = feat * 6 if arch == "rrdbnet" else feat * 3
     return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
 
@@ -227,6 +226,13 @@ class Upscaler:
         """The factor used when none is asked: the native one, or the baseline's own."""
         return float(self.scale or self.model.desc.hparams.get("scale") or 4.0)
 
+    def output_size(
+        self, height: int, width: int, out_scale: float | None = None, planes: int = 3
+    ) -> tuple[int, int]:
+        """``(H', W')`` that :meth:`upscale_tensor` returns for an ``H x W`` input (checked)."""
+        target = float(out_scale) if out_scale else self.default_scale
+        return check_output_size(height, width, planes, target)
+
     # -- whole images ----------------------------------------------------------------------
     def _network_rgb_or_gray(
         self, x: torch.Tensor, progress: Callable[[int, int], None] | None
@@ -255,7 +261,7 @@ class Upscaler:
         """Upscale a float ``(B, C, H, W)`` batch in [0, 1], C in 1..4 (alpha last).
 
         The network runs at its native scale; when ``out_scale`` differs, a MATLAB-bicubic
-        resize (antialiased when shrinking) brings the result to ``round(H*out_scale)``.
+        resize (antialiased when shrinking) brings the result to ``ceil(H*out_scale)``.
         """
         from sr_cli.degrade.resize import imresize
 
@@ -263,7 +269,7 @@ class Upscaler:
         native = self.scale
         # no factor asked: the native one, or an any-scale baseline's own (x4 by default)
         target = float(out_scale) if out_scale else self.default_scale
-        oh, ow = check_output_size(h, w, c * b, target)
+        oh, ow = self.output_size(h, w, target, planes=c * b)
         has_alpha = c in (2, 4)
         color = x[:, : c - 1] if has_alpha else x
         if has_alpha:
@@ -293,11 +299,12 @@ class Upscaler:
         return up.clamp_(0, 1)
 
     def _baseline(self, x: torch.Tensor, scale: float) -> torch.Tensor:
-        from sr_cli import zoo
+        """An any-scale baseline (MATLAB imresize with the network's kernel) at ``scale``."""
+        from sr_cli.degrade.resize import imresize
 
-        model = zoo.load_model(self.model.name, scale=scale)
+        kernel = getattr(self.model.net, "kernel", "cubic")
         with torch.no_grad():
-            return model.net(x.double()).float()
+            return imresize(x.double(), scale=scale, kernel=kernel, antialias=True).float()
 
     def upscale_array(
         self,
@@ -316,16 +323,13 @@ class Upscaler:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
             raise UsageError(f"expected an HxW or HxWxC image array (C 1..4), got {arr.shape}")
-        if arr.dtype == np.uint8:
-            maxv = 255.0
-        elif arr.dtype == np.uint16:
-            maxv = 65535.0
+        if arr.dtype in (np.uint8, np.uint16):
+            y = self.upscale_tensor(to_tensor(arr), out_scale, progress=progress)
+            out = from_tensor(y, arr.dtype)
         elif np.issubdtype(arr.dtype, np.floating):
-            maxv = 1.0
+            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            y = self.upscale_tensor(x.permute(2, 0, 1).unsqueeze(0), out_scale, progress=progress)
+            out = y[0].permute(1, 2, 0).numpy().astype(arr.dtype)
         else:
             raise UsageError(f"unsupported array dtype {arr.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32) / maxv)
-        x = x.permute(2, 0, 1).unsqueeze(0)
-        y = self.upscale_tensor(x, out_scale, progress=progress)[0].permute(1, 2, 0).numpy()
-        out = y.astype(arr.dtype) if maxv == 1.0 else np.round(y * maxv).astype(arr.dtype)
         return out[:, :, 0] if squeeze else out

@@ -79,7 +79,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         fh.write(data)
 
 
-def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> None:
+def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool,
+                    hint: str = "use --overwrite to replace it") -> None:
     """Raise UsageError when an output already exists and ``overwrite`` is false.
 
     Every command checks all its planned outputs with this before doing any work, so an
@@ -90,4 +91,4 @@ def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool) ->
     existing = [Path(p) for p in paths if Path(p).exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UsageError(f"{existing[0]} exists{more}; use --overwrite to replace it")
+        raise UsageError(f"{existing[0]} exists{more}; {hint}")

@@ -288,11 +288,6 @@ def _fingerprint(src: Path, upscaler: Any, scale: float | None, vopts: VideoOpti
     }
 
 
-def _out_size(upscaler: Any, h: int, w: int, scale: float | None) -> tuple[int, int]:
-    target = float(scale) if scale else float(upscaler.scale)
-    return max(1, round(h * target)), max(1, round(w * target))
-
-
 def _batch_size(upscaler: Any, vopts: VideoOptions) -> int:
     if vopts.batch > 0:
         return vopts.batch
@@ -314,7 +309,7 @@ def upscale_to_video(
         _frames_source(job.src, vopts)
     times = source.times
     n = len(times)
-    oh, ow = _out_size(upscaler, source.height, source.width, scale)
+    oh, ow = upscaler.output_size(source.height, source.width, scale)
     vstream = source.media.video if source.media is not None else None
     enc = encode.encode_settings(
         muxer=muxer, codec=vopts.codec, crf=vopts.crf, preset=vopts.preset,
@@ -408,7 +403,7 @@ def upscale_to_frames(
     finally:
         close()
     secs = time.perf_counter() - t_started
-    oh, ow = _out_size(upscaler, source.height, source.width, scale)
+    oh, ow = upscaler.output_size(source.height, source.width, scale)
     return {"frames": n, "in_size": [source.width, source.height], "out_size": [ow, oh],
             "fps": round(n / secs, 3) if secs > 0 else None, "notes": []}
 
