@@ -18,7 +18,8 @@ from sr_cli.io.atomic import refuse_existing
 HELP_SCALE = (
     "Output scale factor (any positive number). The network runs at its native scale "
     "(e.g. x4); if the requested factor differs, a MATLAB-bicubic resize (antialiased when "
-    "shrinking) takes the network output to the requested size. Baselines (bicubic, lanczos, "
+    "shrinking) takes the network output to the requested size, ceil(H*scale) as MATLAB's "
+    "imresize. Baselines (bicubic, lanczos, "
     "nearest) resize directly. Default: the model's native scale."
 )
 
