@@ -32,7 +32,7 @@ from sr_cli.degrade.pipeline import (
 )
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes, refuse_existing
+from sr_cli.io.atomic import atomic_write_bytes, make_parent, refuse_existing
 from sr_cli.io.images import (
     Image,
     encode_image,
@@ -349,7 +349,7 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
         for (_, lr, hr), group in zip(results, dests, strict=True):
             for dest, pixels in zip(group, [hr, lr] if pairs is not None else [lr],
                                     strict=True):
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                make_parent(dest)
                 fmt_out = "png" if pairs is not None else format_for_path(dest, fmt)
                 atomic_write_bytes(dest, encode_image(Image(pixels), fmt_out))
     if record is not None:

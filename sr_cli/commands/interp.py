@@ -19,7 +19,7 @@ from sr_cli.interp import (
     output_stem,
     parse_alphas,
 )
-from sr_cli.io.atomic import refuse_existing
+from sr_cli.io.atomic import make_parent, refuse_existing
 
 MODEL_EXT = ".safetensors"
 
@@ -150,7 +150,7 @@ def _interp_models(
         target = Path(output)
         if target.suffix.lower() != MODEL_EXT:
             raise UsageError(f"-o {output}: models are written as {MODEL_EXT} files")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(target)
         targets = [target]
     for t in targets:
         _not_an_input(t, inputs)
@@ -224,7 +224,7 @@ def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile:
         format_for_path(target)  # a clear error for an unknown extension, before writing
         _not_an_input(target, inputs)
         refuse_existing([target], overwrite)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(target)
         write_image(target, Image(out))
         console.info(f"wrote {target} (alpha {alphas[0]:g})")
         return

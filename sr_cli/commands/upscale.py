@@ -13,7 +13,7 @@ import typer
 from sr_cli import console
 from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS, Job, plan_jobs, split_inputs_output
-from sr_cli.io.atomic import refuse_existing
+from sr_cli.io.atomic import make_parent, refuse_existing
 
 HELP_SCALE = (
     "Output scale factor (any positive number). The network runs at its native scale "
@@ -241,7 +241,7 @@ def _run_jobs(
                     images.write_stdout_bytes(images.encode_image(out_img, job.fmt,
                                                                   quality=quality))
                 else:
-                    job.dst.parent.mkdir(parents=True, exist_ok=True)
+                    make_parent(job.dst)
                     images.write_image(job.dst, out_img, fmt=job.fmt, quality=quality)
                 rec.update(status="ok", in_size=[img.width, img.height],
                            out_size=[out_img.width, out_img.height])

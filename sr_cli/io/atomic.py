@@ -92,3 +92,18 @@ def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool,
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UsageError(f"{existing[0]} exists{more}; {hint}")
+
+
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder an output goes into; a file in the way or no permission is a
+    RuntimeFailure naming the folder (exit 1)."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RuntimeFailure(
+            f"{parent}: cannot create the output folder (a file is in the way)"
+        ) from None
+    except PermissionError:
+        raise RuntimeFailure(f"{parent}: cannot create the output folder (permission denied)") \
+            from None

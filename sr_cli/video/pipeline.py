@@ -21,6 +21,7 @@ import torch
 
 from sr_cli.errors import InputError, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS
+from sr_cli.io.atomic import make_parent
 from sr_cli.video import encode, mkvpipe, segments
 from sr_cli.video.probe import FrameTimes, MediaInfo, frame_times, probe
 from sr_cli.video.streams import FrameReader, SegmentWriter
@@ -319,7 +320,7 @@ def upscale_to_video(
         source.media.streams, muxer, audio=vopts.audio, subtitles=vopts.subtitles)
     notes = enc.notes + notes
     encode.check_encoder(enc, ow, oh)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dst)
     seg = vopts.segment_frames
     n_seg = (n + seg - 1) // seg
     work = segments.open_work(dst, _fingerprint(job.src, upscaler, scale, vopts, dst),
