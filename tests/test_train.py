@@ -297,3 +297,39 @@ def test_plot_needs_matplotlib_or_draws(runner, data_dir, tmp_path):
         assert (out / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = runner.invoke(app, ["train", "plot", str(tmp_path)])
     assert res.exit_code == 3 and "metrics.jsonl" in res.output, res.output
+
+
+# ---------------------------------------------------------------------------------- init, amp
+
+
+def test_init_from_another_scale_loads_the_matching_tensors(runner, data_dir, tmp_path):
+    """An x4 RRDBNet starts an x2 run: everything but the pixel-unshuffle conv_first loads."""
+    src = tmp_path / "x4"
+    args = ["train", "esrgan-psnr", "--data", str(data_dir), "--steps", "1",
+            *_tiny("esrgan-psnr")]
+    res = runner.invoke(app, [*args, "--scale", "4", "--out", str(src)])
+    assert res.exit_code == 0, res.output
+    dst = tmp_path / "x2"
+    res = runner.invoke(app, [*args, "--scale", "2", "--out", str(dst), "--init",
+                              str(src / "model.safetensors"), "--set", "lr=1e-12"])
+    assert res.exit_code == 0, res.output
+    assert "is x4, this run x2" in res.output and "conv_first.weight start fresh" in res.output
+    a, b = load_file(src / "model.safetensors"), load_file(dst / "model.safetensors")
+    assert a["conv_first.weight"].shape != b["conv_first.weight"].shape
+    same = [k for k in a if k != "conv_first.weight"]
+    # lr 1e-12: loaded, then (almost) not trained
+    assert same and all(torch.allclose(a[k], b[k], atol=1e-9) for k in same)
+
+
+def test_bf16_autocast_trains_on_cpu(runner, data_dir, tmp_path):
+    out = tmp_path / "run"
+    res = _train(runner, "srresnet", data_dir, out, "--set", "amp=bf16", steps=3)
+    assert res.exit_code == 0, res.output
+    assert "applies on CUDA only" not in res.output
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs and all(torch.isfinite(torch.tensor(r["loss"])) for r in recs)
+    w = load_file(out / "model.safetensors")
+    floats = [t for t in w.values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float32 for t in floats)  # fp32 master weights
+    res = _train(runner, "srresnet", data_dir, tmp_path / "r16", "--set", "amp=fp16")
+    assert res.exit_code == 0 and "applies on CUDA only" in res.output, res.output

@@ -1,0 +1,153 @@
+"""Publish trained runs into models/ and measure the zoo the way the model cards report it.
+
+    python benchmarks/zoo.py publish RUN_DIR NAME [--fp32] [--description TEXT]
+    python benchmarks/zoo.py score [NAME ...] [--shared ../shared] [--write]
+
+``publish`` copies RUN_DIR/model.safetensors (the run's final weights, EMA where the recipe
+uses EMA) to models/NAME.safetensors, stored in fp16 unless --fp32, with the metadata ``name``
+set and the run's metadata (recipe, train_config, steps, wall time, hardware, data) kept. It
+prints the largest absolute weight change of the fp16 rounding and refuses values beyond fp16.
+
+``score`` runs, for every model (all of models/ when no NAME is given), exactly the commands
+the model cards quote:
+
+    sr upscale SHARED/data/SetN/LR_bicubic/X{s} OUT -m NAME -q
+    sr score OUT SHARED/data/SetN/HR --scale s --strip-suffix x{s} --json
+    sr score OUT --scale s --niqe --json                      (perceptual models, Set14)
+    sr score OUT --scale s --niqe --niqe-params SHARED/reference/niqe_pris_params.npz --json
+
+and prints one markdown table row per model. With --write the measured scores are stored in
+the weights' metadata (``scores``), which ``sr models list`` shows and which picks the default
+model. Needs ../shared (Set5, Set14, the MATLAB NIQE parameters); says so and exits 2 without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = REPO / "models"
+PERCEPTUAL = ("srgan", "esrgan", "realesrgan", "realesrgan-compact")
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    return tensors, meta
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(save(tensors, metadata=meta))
+    tmp.replace(path)
+
+
+def publish(run: Path, name: str, fp32: bool, description: str) -> None:
+    src = run / "model.safetensors"
+    tensors, meta = _read(src)
+    if not fp32:
+        worst = 0.0
+        for k, t in tensors.items():
+            if t.is_floating_point():
+                if t.abs().max() > 60000:
+                    sys.exit(f"{k}: values beyond fp16 range; publish with --fp32")
+                h = t.half()
+                worst = max(worst, float((h.float() - t.float()).abs().max()))
+                tensors[k] = h
+        print(f"fp16 storage: largest weight change {worst:.2e}", file=sys.stderr)
+    meta["name"] = name
+    meta["source_run"] = run.name
+    meta["storage"] = "fp32" if fp32 else "fp16"
+    if description:
+        meta["description"] = description
+    meta.setdefault("scores", "{}")
+    MODELS.mkdir(exist_ok=True)
+    dst = MODELS / f"{name}.safetensors"
+    _write(dst, tensors, meta)
+    print(f"{dst.relative_to(REPO)}  {dst.stat().st_size / 1e6:.2f} MB")
+
+
+def _run(cmd: list[str]) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr}")
+    return res.stdout
+
+
+def _mean(js: str, key: str) -> float:
+    return float(json.loads(js)["mean"][key])
+
+
+def score(names: list[str], shared: Path, write: bool) -> None:
+    data = shared / "data"
+    niqe_matlab = shared / "reference" / "niqe_pris_params.npz"
+    if not (data / "Set5").is_dir() or not (data / "Set14").is_dir():
+        print(f"needs {data}/Set5 and Set14 (pass --shared)", file=sys.stderr)
+        sys.exit(2)
+    files = [MODELS / f"{n}.safetensors" for n in names] if names else sorted(
+        MODELS.glob("*.safetensors"))
+    print("| model | scale | Set5 PSNR-Y / SSIM-Y | Set14 PSNR-Y / SSIM-Y | Set14 NIQE (sr / MATLAB params) |")
+    print("|---|---|---|---|---|")
+    for path in files:
+        tensors, meta = _read(path)
+        name = path.stem
+        s = int(float(meta["scale"]))
+        scores: dict[str, dict[str, float]] = {}
+        cells = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for ds in ("Set5", "Set14"):
+                out = Path(tmp) / ds
+                _run(["sr", "upscale", str(data / ds / "LR_bicubic" / f"X{s}"), str(out),
+                      "-m", str(path), "-q"])
+                js = _run(["sr", "score", str(out), str(data / ds / "HR"), "--scale", str(s),
+                           "--strip-suffix", f"x{s}", "--json"])
+                scores[ds] = {"psnr_y": round(_mean(js, "psnr"), 2),
+                              "ssim_y": round(_mean(js, "ssim"), 4)}
+                cells.append(f"{scores[ds]['psnr_y']:.2f} / {scores[ds]['ssim_y']:.4f}")
+                if ds == "Set14" and meta.get("recipe") in PERCEPTUAL:
+                    js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe", "--json"])
+                    scores[ds]["niqe"] = round(_mean(js, "niqe"), 3)
+                    if niqe_matlab.is_file():
+                        js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe",
+                                   "--niqe-params", str(niqe_matlab), "--json"])
+                        scores[ds]["niqe_matlab"] = round(_mean(js, "niqe"), 3)
+        niqe = scores["Set14"].get("niqe")
+        cells.append("-" if niqe is None else
+                     f"{niqe:.3f} / {scores['Set14'].get('niqe_matlab', float('nan')):.3f}")
+        print(f"| {name} | x{s} | " + " | ".join(cells) + " |", flush=True)
+        if write:
+            meta["scores"] = json.dumps(scores, sort_keys=True)
+            _write(path, tensors, meta)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("publish")
+    p.add_argument("run", type=Path)
+    p.add_argument("name")
+    p.add_argument("--fp32", action="store_true")
+    p.add_argument("--description", default="")
+    q = sub.add_parser("score")
+    q.add_argument("names", nargs="*")
+    q.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    q.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    if a.cmd == "publish":
+        publish(a.run, a.name, a.fp32, a.description)
+    else:
+        score(a.names, a.shared, a.write)
+
+
+if __name__ == "__main__":
+    main()
