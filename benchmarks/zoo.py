@@ -96,7 +96,8 @@ def score(names: list[str], shared: Path, write: bool) -> None:
         sys.exit(2)
     files = [MODELS / f"{n}.safetensors" for n in names] if names else sorted(
         MODELS.glob("*.safetensors"))
-    print("| model | scale | Set5 PSNR-Y / SSIM-Y | Set14 PSNR-Y / SSIM-Y | Set14 NIQE (sr / MATLAB params) |")
+    print("| model | scale | Set5 PSNR-Y / SSIM-Y | Set14 PSNR-Y / SSIM-Y "
+          "| Set14 NIQE (sr / MATLAB params) |")
     print("|---|---|---|---|---|")
     for path in files:
         tensors, meta = _read(path)
