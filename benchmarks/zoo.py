@@ -2,6 +2,7 @@
 
     python benchmarks/zoo.py publish RUN_DIR NAME [--fp32] [--description TEXT]
     python benchmarks/zoo.py score [NAME ...] [--shared ../shared] [--write]
+    python benchmarks/zoo.py cards [NAME ...]
 
 ``publish`` copies RUN_DIR/model.safetensors (the run's final weights, EMA where the recipe
 uses EMA) to models/NAME.safetensors, stored in fp16 unless --fp32, with the metadata ``name``
@@ -19,6 +20,11 @@ the model cards quote:
 and prints one markdown table row per model. With --write the measured scores are stored in
 the weights' metadata (``scores``), which ``sr models list`` shows and which picks the default
 model. Needs ../shared (Set5, Set14, the MATLAB NIQE parameters); says so and exits 2 without.
+
+``cards`` prints the generated part of each model card (models/README.md) from the metadata:
+architecture and size, recipe settings that differ from the recipe's published ones, data,
+steps, hardware, wall time, the training commands stored by ``publish --command`` and the
+measured scores with the commands that reproduce them.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -
     tmp.replace(path)
 
 
-def publish(run: Path, name: str, fp32: bool, description: str) -> None:
+def publish(run: Path, name: str, fp32: bool, description: str, commands: list[str]) -> None:
     src = run / "model.safetensors"
     tensors, meta = _read(src)
     if not fp32:
@@ -71,6 +77,8 @@ def publish(run: Path, name: str, fp32: bool, description: str) -> None:
     if description:
         meta["description"] = description
     meta.setdefault("scores", "{}")
+    if commands:
+        meta["train_commands"] = json.dumps(commands)
     MODELS.mkdir(exist_ok=True)
     dst = MODELS / f"{name}.safetensors"
     _write(dst, tensors, meta)
@@ -115,7 +123,7 @@ def score(names: list[str], shared: Path, write: bool) -> None:
                 scores[ds] = {"psnr_y": round(_mean(js, "psnr"), 2),
                               "ssim_y": round(_mean(js, "ssim"), 4)}
                 cells.append(f"{scores[ds]['psnr_y']:.2f} / {scores[ds]['ssim_y']:.4f}")
-                if ds == "Set14" and meta.get("recipe") in PERCEPTUAL:
+                if ds == "Set14":
                     js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe", "--json"])
                     scores[ds]["niqe"] = round(_mean(js, "niqe"), 3)
                     if niqe_matlab.is_file():
@@ -131,6 +139,72 @@ def score(names: list[str], shared: Path, write: bool) -> None:
             _write(path, tensors, meta)
 
 
+def _fmt(v: object) -> str:
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def cards(names: list[str]) -> None:
+    from sr_cli.train.recipes import recipe_config
+
+    files = [MODELS / f"{n}.safetensors" for n in names] if names else sorted(
+        MODELS.glob("*.safetensors"))
+    for path in files:
+        _, meta = _read(path)
+        name, s = path.stem, int(float(meta["scale"]))
+        cfg = json.loads(meta["train_config"])
+        base = recipe_config(meta["recipe"], s)
+        changed = {k: v for k, v in cfg.items()
+                   if k not in ("log_every", "val_every", "ckpt_every", "steps", "workers",
+                                "cache_mb", "recipe", "scale")
+                   and getattr(base, k, None) != v and not (
+                       isinstance(getattr(base, k, None), (list, tuple))
+                       and list(getattr(base, k)) == v)}
+        hp = json.loads(meta["hparams"])
+        scores = json.loads(meta["scores"])
+        wall = float(meta.get("wall_time_s", 0))
+        print(f"### {name}\n")
+        print(f"- Architecture: `{meta['arch']}` "
+              + ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("num_in_ch",
+                                                                           "num_out_ch"))
+              + f"; {int(meta['params']):,} parameters; stored {meta.get('storage', 'fp32')}, "
+              f"{path.stat().st_size / 1e6:.2f} MB.")
+        perc = meta.get("perceptual", "none")
+        print(f"- Recipe `{meta['recipe']}`"
+              + (" (perceptual loss on a fixed-seed random VGG19: no pretrained VGG weights "
+                 "were available)" if perc == "random" else
+                 f" (perceptual network: {perc})" if perc != "none" else "")
+              + "; changed from the recipe's published settings: "
+              + (", ".join(f"`{k}={_fmt(v)}`" for k, v in changed.items()) or "none") + ".")
+        print(f"- Data: `{meta['data']}` ({meta['data_images']} images); "
+              f"{int(meta['trained_steps']):,} steps; {meta['hardware']}; "
+              f"{wall / 60:.0f} min wall time (training only).")
+        for ds in ("Set5", "Set14"):
+            v = scores.get(ds, {})
+            extra = ""
+            if "niqe" in v:
+                extra = (f", NIQE {v['niqe']:.3f} (sr's shipped parameters) / "
+                         f"{v.get('niqe_matlab', float('nan')):.3f} (MATLAB release "
+                         "parameters)")
+            if v:
+                print(f"- {ds} x{s}: PSNR-Y {v['psnr_y']:.2f} dB, SSIM-Y {v['ssim_y']:.4f}"
+                      f"{extra}.")
+        cmds = json.loads(meta.get("train_commands", "[]"))
+        print("\nTrain:\n\n```sh")
+        for c in cmds:
+            print(c)
+        print("```\n\nMeasure:\n\n```sh")
+        for ds in ("Set5", "Set14"):
+            print(f"sr upscale ../shared/data/{ds}/LR_bicubic/X{s} /tmp/{name}-{ds} "
+                  f"-m {name} -q")
+            print(f"sr score /tmp/{name}-{ds} ../shared/data/{ds}/HR --scale {s} "
+                  f"--strip-suffix x{s} --json")
+        if "niqe" in scores.get("Set14", {}):
+            print(f"sr score /tmp/{name}-Set14 --scale {s} --niqe --json")
+            print(f"sr score /tmp/{name}-Set14 --scale {s} --niqe "
+                  "--niqe-params ../shared/reference/niqe_pris_params.npz --json")
+        print("```\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -139,13 +213,19 @@ def main() -> None:
     p.add_argument("name")
     p.add_argument("--fp32", action="store_true")
     p.add_argument("--description", default="")
+    p.add_argument("--command", action="append", default=[],
+                   help="a training command to quote in the card (repeatable)")
+    c = sub.add_parser("cards")
+    c.add_argument("names", nargs="*")
     q = sub.add_parser("score")
     q.add_argument("names", nargs="*")
     q.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     q.add_argument("--write", action="store_true")
     a = ap.parse_args()
     if a.cmd == "publish":
-        publish(a.run, a.name, a.fp32, a.description)
+        publish(a.run, a.name, a.fp32, a.description, a.command)
+    elif a.cmd == "cards":
+        cards(a.names)
     else:
         score(a.names, a.shared, a.write)
 

@@ -31,7 +31,7 @@ def test_every_models_command_has_help_with_an_example(runner):
         assert "Example:" in result.output
 
 
-def test_list_table_and_bicubic_fallback(runner):
+def test_list_table_and_bicubic_fallback(runner, isolated_zoo):
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()

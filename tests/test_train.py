@@ -197,6 +197,32 @@ def test_ctrl_c_saves_a_checkpoint_first(data_dir, tmp_path):
     assert res.step == 6
 
 
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(data_dir, tmp_path):
+    """`kill PID` (SIGTERM) of a background `sr train` saves a checkpoint and exits 130; the
+    handler is restored afterwards."""
+    import os
+    import signal
+
+    from sr_cli.train.config import apply_overrides
+    from sr_cli.train.loop import RunOptions, run_training
+
+    cfg = recipe_config("srresnet", SCALE)
+    tiny = {"arch_params": {"num_feat": 8, "num_block": 2}, "patch_size": 32, "batch_size": 2,
+            "steps": 6, "ckpt_every": 100}
+    cfg = apply_overrides(cfg, tiny, "test")
+    out = tmp_path / "r"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate(done: int, total: int, info: dict) -> None:
+        if done == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, RunOptions(data=data_dir, out=out), progress=terminate)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 

@@ -120,7 +120,7 @@ def train(
     published values and can be overridden with --config FILE.toml and --set KEY=VALUE
     (`sr train RECIPE --print-config` shows them all). The result is RUN_DIR/model.safetensors
     (EMA weights where the recipe uses EMA), usable with `sr upscale -m`; RUN_DIR also holds
-    checkpoint.pt (for --resume; Ctrl-C saves it first), metrics.jsonl and, with --val,
+    checkpoint.pt (for --resume; Ctrl-C or SIGTERM saves it first), metrics.jsonl and, with --val,
     model_best.safetensors. `sr train plot RUN_DIR` draws the curves (needs matplotlib).
     Multi-GPU: torchrun --nproc_per_node N -m sr_cli train ... (batch_size is per GPU).
     """

@@ -147,6 +147,28 @@ def _load_init(net: nn.Module, desc: Descriptor, init: str) -> str | None:
             f"{', '.join(fresh)} start fresh")
 
 
+def _term_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM behave like Ctrl-C (checkpoint, then exit 130) while training; returns the
+    function restoring the previous handler. Background jobs (``cmd &``, schedulers, ``kill``,
+    ``timeout``) cannot send SIGINT to a process whose shell ignores it, so SIGTERM is the way
+    to stop them cleanly. Only the main thread can install handlers; elsewhere a no-op."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
 def _hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -528,6 +550,7 @@ def run_training(
     # ---- the loop
     t0 = time.perf_counter()
     step = start
+    restore_term = _term_as_interrupt()
     last_scores: dict[str, float] = dict(best.get("scores", {}))
     ema_rate = 0.0
     t_last = time.perf_counter()
@@ -646,6 +669,8 @@ def run_training(
             say(f"interrupted: checkpoint saved at step {step} in {out / CHECKPOINT_NAME}; "
                 "continue with --resume")
         raise
+    finally:
+        restore_term()
 
     wall = wall_now()
     final_path = out / "model.safetensors"
