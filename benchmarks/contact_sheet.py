@@ -11,6 +11,7 @@ the network. Needs ../shared (Set14); says so and exits 2 without.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import sr_cli
 from sr_cli import zoo
+from sr_cli.io.atomic import atomic_write_bytes, make_parent
 
 REPO = Path(__file__).resolve().parent.parent
 # (image, top, left) in HR pixels; multiples of 12 so every scale's LR grid lines up.
@@ -71,10 +73,10 @@ def main() -> None:
             crop = out[top:top + SIZE, left:left + SIZE, :3]
             sheet.paste(Image.fromarray(np.ascontiguousarray(crop)),
                         (pad + c * (SIZE + pad), label_h + pad + r * (SIZE + pad)))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_name(f".{a.out.name}.tmp")
-    sheet.save(tmp, format="PNG", optimize=True)
-    tmp.replace(a.out)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    make_parent(a.out)
+    atomic_write_bytes(a.out, buf.getvalue())
     print(f"{a.out} {w}x{h}, columns: {', '.join(n for n, _ in columns)}")
 
 

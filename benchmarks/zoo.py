@@ -14,7 +14,7 @@ the model cards quote:
 
     sr upscale SHARED/data/SetN/LR_bicubic/X{s} OUT -m NAME -q
     sr score OUT SHARED/data/SetN/HR --scale s --strip-suffix x{s} --json
-    sr score OUT --scale s --niqe --json                      (perceptual models, Set14)
+    sr score OUT --scale s --niqe --json                      (Set14)
     sr score OUT --scale s --niqe --niqe-params SHARED/reference/niqe_pris_params.npz --json
 
 and prints one markdown table row per model. With --write the measured scores are stored in
@@ -40,9 +40,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from sr_cli.io.atomic import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
-PERCEPTUAL = ("srgan", "esrgan", "realesrgan", "realesrgan-compact")
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -53,9 +54,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(save(tensors, metadata=meta))
-    tmp.replace(path)
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def publish(run: Path, name: str, fp32: bool, description: str, commands: list[str]) -> None:

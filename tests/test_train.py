@@ -198,8 +198,8 @@ def test_ctrl_c_saves_a_checkpoint_first(data_dir, tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_like_ctrl_c(data_dir, tmp_path):
-    """`kill PID` (SIGTERM) of a background `sr train` saves a checkpoint and exits 130; the
-    handler is restored afterwards."""
+    """`kill PID` (SIGTERM) of a background `sr train` saves a checkpoint and raises
+    KeyboardInterrupt (which the CLI guard maps to exit 130); the handler is restored."""
     import os
     import signal
 

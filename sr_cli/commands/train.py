@@ -91,7 +91,10 @@ def train(
         bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
     ] = False,
     init: Annotated[
-        str | None, typer.Option("--init", help="Start from these weights (path or zoo name).")
+        str | None,
+        typer.Option("--init", help="Start from these weights (path or zoo name); the same "
+                     "network at another scale loads its matching tensors (a note names the "
+                     "rest)."),
     ] = None,
     vgg_weights: Annotated[
         Path | None,

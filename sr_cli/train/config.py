@@ -69,7 +69,7 @@ class TrainConfig:
     init_from: str = ""  # the recipe whose weights should initialise this one (advice only)
     # -- run mechanics
     seed: int = 0
-    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only)
+    amp: str = "none"  # "none", "bf16" (CUDA or CPU) or "fp16" (CUDA only)
     channels_last: bool = True  # on CUDA
     log_every: int = 100
     val_every: int = 5000

@@ -550,7 +550,6 @@ def run_training(
     # ---- the loop
     t0 = time.perf_counter()
     step = start
-    restore_term = _term_as_interrupt()
     last_scores: dict[str, float] = dict(best.get("scores", {}))
     ema_rate = 0.0
     t_last = time.perf_counter()
@@ -560,6 +559,7 @@ def run_training(
 
     sums: dict[str, float] = {}
     n_sum = 0
+    restore_term = _term_as_interrupt()  # restored in the finally below
     try:
         for batch in loader:
             g_step = _step_generator(cfg.seed, rank, step)
