@@ -145,6 +145,13 @@ class Shard:
             return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
         return spec
 
+    def attempt(self, fn: Callable[[], T]) -> tuple[T | None, SRError | None]:
+        """:func:`attempt` when results are gathered (torchrun); otherwise ``fn()`` with its
+        errors raised as usual, so a single process behaves exactly as without this module."""
+        if not self.gathers:
+            return fn(), None
+        return attempt(fn)
+
     # -- collectives (no-ops without torchrun) ----------------------------------------------
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj`` on rank 0 (in rank order), None on the others; ``[obj]``

@@ -174,7 +174,7 @@ def upscale(
                                           ext=ext, fmt=fmt)
     jobs = part.pick(all_jobs, key=_job_key)  # this rank's / shard's files (all without one)
     if not skip_existing:
-        _, err = distributed.attempt(lambda: refuse_existing(
+        _, err = part.attempt(lambda: refuse_existing(
             [j.dst for j in jobs if j.dst is not None], overwrite,
             "use --overwrite to replace or --skip-existing to keep existing outputs"))
         if part.settle(part.agree(err)):
