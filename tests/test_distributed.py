@@ -222,3 +222,32 @@ def test_torchrun_score_gathers_scores_and_means_once(runner, photos, tmp_path, 
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == json.loads(one.stdout)  # every float equal
     assert len(json.loads(res.stdout)["images"]) == 5
+
+
+def test_torchrun_video_segments_across_ranks_joined_by_rank_0(runner, tmp_path, no_torchrun):
+    """A clip with audio and subtitles, 4 segments of 5 frames over 2 ranks: the same frames,
+    timestamps and copied streams as one process."""
+    from tests.test_video import SRT, decode_rgb, ff, frame_seconds, packets
+
+    (tmp_path / "s.srt").write_text(SRT)
+    src = tmp_path / "src.mkv"
+    ff("-f", "lavfi", "-i", "testsrc=size=24x16:rate=10", "-f", "lavfi", "-i",
+       "sine=frequency=440:sample_rate=8000", "-i", str(tmp_path / "s.srt"), "-t", "2",
+       "-map", "0:v", "-map", "1:a", "-map", "2:s", "-c:v", "libx264", "-pix_fmt", "yuv444p",
+       "-c:a", "aac", "-c:s", "srt", str(src))
+    args = ["upscale", str(src), str(tmp_path / "out.mkv"), "-m", "bicubic", "-s", "2",
+            "--codec", "ffv1", "--segment-frames", "5", "--json"]
+    one = runner.invoke(app, args)
+    assert one.exit_code == 0, one.output
+    (tmp_path / "out.mkv").rename(tmp_path / "one.mkv")
+    res = torchrun(args, tmp_path)
+    assert res.returncode == 0, res.stderr
+    two = tmp_path / "out.mkv"
+    assert without_timing(json.loads(res.stdout)) == without_timing(json.loads(one.stdout))
+    assert json.loads(res.stdout)["files"][0]["segments"] == 4
+    np.testing.assert_array_equal(decode_rgb(two, 48, 32), decode_rgb(tmp_path / "one.mkv",
+                                                                      48, 32))
+    assert frame_seconds(two) == frame_seconds(src) and len(frame_seconds(two)) == 20
+    for spec in ("0:a", "0:s"):
+        assert packets(two, spec) == packets(src, spec)
+    assert not (tmp_path / ".out.mkv.sr-work").exists()

@@ -144,8 +144,14 @@ def upscale(
         bool, typer.Option("--resume", help="Video: continue an interrupted run from its "
                            "last finished segment.")
     ] = False,
+    segment_frames: Annotated[
+        int, typer.Option("--segment-frames", min=1, help="Video: frames per resumable "
+                          "segment, the unit of work across torchrun ranks (segment k goes "
+                          "to rank k % WORLD_SIZE).")
+    ] = 300,
     shard: Annotated[
-        str | None, typer.Option("--shard", metavar="K/N", help=distributed.SHARD_HELP)
+        str | None, typer.Option("--shard", metavar="K/N", help=distributed.SHARD_HELP + " "
+                                 "Videos are split as whole files; under torchrun by segments.")
     ] = None,
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
@@ -191,7 +197,8 @@ def upscale(
         vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                              ffmpeg_args=ffmpeg_args, start=start, duration=duration,
                              audio=not no_audio, subtitles=not no_subtitles, resume=resume,
-                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
+                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext,
+                             segment_frames=segment_frames)
         with console.progress_bar("frames", None) as frames_bar:
             summary = upscale_videos(inputs, out, upscaler, scale, vopts, progress=frames_bar,
                                      on_note=console.info, shard=part)
