@@ -152,8 +152,9 @@ def info_(
 
     Example: sr models info weights/realesr-animevideov3.pth
 
-    Works on zoo names, the baselines (bicubic, lanczos, nearest) and any .safetensors or .pth
-    file (the architecture is detected from the tensors when the file has no metadata).
+    Works on zoo names, the baselines (bicubic, lanczos, nearest), any .safetensors or .pth
+    file (the architecture is detected from the tensors when the file has no metadata) and ncnn
+    .param files. accepts_rgb: RGB images go in as they are (every 3-channel network).
     """
     facts = _describe(zoo.load_model(model))
     if as_json:
@@ -173,7 +174,8 @@ def info_(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt or .safetensors).")],
+    src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt, .safetensors, or an "
+                                        "ncnn .param with its .bin beside it).")],
     dst: Annotated[str, typer.Argument(help="Output .safetensors file ('-' for stdout).")],
     name: Annotated[
         str | None, typer.Option("--name", help="Model name stored in the metadata.")
@@ -192,6 +194,8 @@ def convert(
 
     The architecture and hyperparameters are detected from the tensors (BasicSR, original
     ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.
+    An ncnn model (realesrgan-ncnn-vulkan / upscayl .param + .bin, fp16 or fp32) is mapped onto
+    RRDBNet or SRVGGNetCompact and checked against a run of the ncnn graph itself.
     .pth files are read with torch.load(weights_only=True): pickles that need code execution are
     refused. The output is written atomically and never over the input.
     """
