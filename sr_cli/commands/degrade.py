@@ -42,6 +42,7 @@ from sr_cli.io.images import (
     read_stdin_bytes,
     write_stdout_bytes,
 )
+from sr_cli.io.positional import split_inputs_output
 
 
 def build_config(
@@ -184,12 +185,17 @@ def _variant_name(name: str, k: int, repeat: int) -> str:
 
 
 def degrade(
-    input: Annotated[
-        str, typer.Argument(help="Image file, folder of images, or - for stdin.")
-    ] = "-",
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="INPUT [OUTPUT]: an image file, a folder of images or '-' (stdin), "
+                       "then the output file, folder or '-' (stdout) unless -o is given. "
+                       "With no OUTPUT the image goes to stdout.",
+                       show_default=False, metavar="[INPUT] [OUTPUT]"),
+    ] = None,
     output: Annotated[
-        str, typer.Option("-o", "--output", help="Output file, folder, or - for stdout.")
-    ] = "-",
+        str | None, typer.Option("-o", "--output", help="Output file, folder, or - for stdout "
+                                 "(instead of a trailing OUTPUT).")
+    ] = None,
     scale: Annotated[
         int | None, typer.Option("-s", "--scale", help="Downscale factor: 1, 2, 3, 4 or 8.")
     ] = None,
@@ -249,7 +255,9 @@ def degrade(
 ) -> None:
     """Degrade images to low resolution: MATLAB bicubic, classical, or Real-ESRGAN high order.
 
-    Example: cat hr.png | sr degrade --order 2 --seed 7 > lr.png
+    Example: sr degrade --preset bicubic --scale 4 hr/ lr/
+
+    More: cat hr.png | sr degrade --order 2 --seed 7 > lr.png;  sr degrade hr.png lr.png -s 2.
 
     Presets: bicubic (MATLAB imresize 1/scale; reproduces the benchmark LR_bicubic sets),
     classical (blur, downsample, noise, JPEG) and realesrgan (USM-sharpened input, two
@@ -257,6 +265,12 @@ def degrade(
     folders to folders with the same names. The same input, seed and name give the same bytes.
     """
     set_quiet(quiet)
+    inputs, out = split_inputs_output(list(paths or []), output)
+    if len(inputs) > 1:
+        raise UsageError(f"one INPUT (a file, a folder or '-'), then OUTPUT; got {len(inputs)} "
+                         "inputs (use a folder for several images)")
+    input = inputs[0] if inputs else "-"
+    output = out if out is not None else "-"
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -298,7 +312,8 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
     if pairs is None:
         if output == "-":
             if folder_mode or repeat > 1:
-                raise UsageError("several outputs need -o FOLDER (or --pairs OUT)")
+                raise UsageError("several outputs need an output folder (OUTPUT, -o FOLDER or "
+                                 "--pairs OUT)")
         else:
             out_path = Path(output)
             if folder_mode:

@@ -77,7 +77,9 @@ def train(
     scale: Annotated[int | None, typer.Option("--scale", help="Upscaling factor.")] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Run folder (RUN_DIR); with 'plot': the PNG to write."),
+        typer.Option("-o", "--output", "--out", metavar="RUN_DIR",
+                     help="Run folder (RUN_DIR); with 'plot': the PNG to write ('-' for "
+                     "stdout). --out is an alias."),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Total training steps.")] = None,
     config: Annotated[
@@ -116,7 +118,7 @@ def train(
 ) -> None:
     """Train a super-resolution recipe on a folder of images.
 
-    Example: sr train srcnn --scale 3 --data train/ --val Set5/HR --steps 5000 --out runs/srcnn
+    Example: sr train srcnn --scale 3 --data train/ --val Set5/HR --steps 5000 -o runs/srcnn
 
     Recipes: srcnn, srresnet, srgan, esrgan-psnr, esrgan, realesrnet, realesrgan,
     realesrnet-compact, realesrgan-compact (`sr train --list`). Settings start at the recipe's
@@ -167,7 +169,7 @@ def train(
     if data is None:
         raise UsageError("--data HR_DIR is required")
     if out is None:
-        raise UsageError("--out RUN_DIR is required")
+        raise UsageError("-o/--output RUN_DIR is required")
     _run(cfg, data, lr_data, val, out, resume, init, vgg_weights, perceptual, device)
 
 

@@ -147,7 +147,9 @@ def upscale(
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
-    Example: sr upscale photo.jpg photo_x4.png -m RealESRGAN_x4plus  (after `sr models fetch`)
+    Example: sr upscale photo.jpg photo_x4.png
+
+    With another model: sr upscale photo.jpg photo_x4.png -m realesrgan-x4 (`sr models list`).
 
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
     sr upscale in.mp4 out.mp4 -m realesr-animevideov3 --crf 18.
