@@ -107,3 +107,85 @@ def test_train_takes_output_and_keeps_out_as_alias(runner, tmp_path: Path) -> No
         # the run folder is accepted; the missing data folder is what fails (exit 3)
         assert r.exit_code == 3, (flag, r.output)
         assert "--data" in r.output
+
+
+def _zoo_model(folder: Path, name: str, scale: int, psnr: float) -> None:
+    import json
+
+    from sr_cli import zoo
+    from sr_cli.archs import build
+
+    net, desc = build("srvgg", num_feat=4, num_conv=1, upscale=scale)
+    zoo.save_model(folder / f"{name}.safetensors", net, desc,
+                   {"scores": json.dumps({"Set5": {"psnr_y": psnr}})})
+
+
+def test_scale_without_model_picks_the_zoos_best_of_that_native_scale(
+        runner, isolated_zoo, make_image, write_png, tmp_path: Path) -> None:
+    import json
+
+    _zoo_model(isolated_zoo, "a-x4", 4, 30.0)
+    _zoo_model(isolated_zoo, "b-x2", 2, 33.0)
+    _zoo_model(isolated_zoo, "c-x2", 2, 34.0)
+    (isolated_zoo / "DEFAULT").write_text("a-x4\n")
+    src = write_png("in.png", make_image(12, 10, seed=1))
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o2.png"), "-s", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["model"] == "c-x2" and summary["native_scale"] == 2.0
+    assert "c-x2" in r.stderr and "a-x4" in r.stderr  # the note says which, and the way back
+    # an explicit x4 model at -s 2 runs x4 and shrinks (no substitution)
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o3.png"), "-s", "2", "-m",
+                            "a-x4", "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["model"] == "a-x4" and summary["native_scale"] == 4.0
+    assert iio.imread(tmp_path / "o3.png").shape[:2] == (24, 20)
+    # no model of native scale 3: the default runs and is resized
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o4.png"), "-s", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["model"] == "a-x4"
+
+
+def test_json_scale_fields_have_one_type(runner, isolated_zoo, make_image, write_png,
+                                         tmp_path: Path) -> None:
+    """scale / native_scale: a float everywhere; null for the any-scale baselines."""
+    import json
+
+    _zoo_model(isolated_zoo, "a-x4", 4, 30.0)
+    src = write_png("in.png", make_image(12, 10, seed=1))
+    seen = []
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "o.png"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    seen += [s["scale"], s["native_scale"]]
+    r = runner.invoke(app, ["upscale", str(src), str(tmp_path / "b.png"), "-m", "bicubic",
+                            "-s", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["native_scale"] is None and s["scale"] == 2.0
+    seen.append(s["scale"])
+    rows = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert {r["name"]: r["scale"] for r in rows}["bicubic"] is None
+    seen += [r["scale"] for r in rows if r["scale"] is not None]
+    info = json.loads(runner.invoke(app, ["models", "info", "a-x4", "--json"]).stdout)
+    seen.append(info["scale"])
+    assert json.loads(runner.invoke(app, ["models", "info", "bicubic", "--json"]).stdout)[
+        "scale"] is None
+    assert seen and all(type(v) is float for v in seen), seen
+
+
+def test_readme_setup_command_writes_outside_the_repository(runner, tmp_path: Path) -> None:
+    """The set-up line's `sr upscale IN OUT` writes OUT outside the checkout (no untracked
+    file in the repository root), and the same command runs."""
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    setup = text.split("## Set-up", 1)[1].split("```", 2)[1]
+    cmd = setup.split("sr upscale", 1)[1].split("&&")[0].split()
+    src, out = cmd[0], cmd[1]
+    target = (repo / out).resolve()
+    assert repo not in target.parents, f"README set-up writes {out} inside the repository"
+    r = runner.invoke(app, ["upscale", str(repo / src), str(tmp_path / Path(out).name)])
+    assert r.exit_code == 0, r.output
+    assert iio.imread(tmp_path / Path(out).name).shape[:2] == tuple(
+        4 * n for n in iio.imread(repo / src).shape[:2])

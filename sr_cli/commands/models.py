@@ -98,7 +98,7 @@ def _describe(lm: zoo.LoadedModel) -> dict[str, Any]:
         "name": lm.name,
         "arch": d.arch,
         "description": get_arch(d.arch).description,
-        "scale": d.scale if d.scale else "any",
+        "scale": zoo.scale_json(d.scale),  # null: any scale (a baseline)
         "in_channels": d.in_channels,
         "accepts_rgb": d.accepts_rgb,
         "learned": d.learned,
