@@ -478,7 +478,7 @@ def default_model_name(scale: float | None = None) -> str:
     if chosen and scale is None:
         return chosen
     entries = _entries(dirs_first_only=True)
-    if chosen and any(e.name == chosen and e.scale == float(scale) for e in entries):
+    if chosen and any(e.name == chosen and e.scale == float(scale or 0) for e in entries):
         return chosen
     cands = [e for e in entries if set5_psnr(e.scores) is not None]
     if scale is not None:
