@@ -10,10 +10,10 @@ import os
 import signal
 import threading
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from sr_cli.cli import app

@@ -45,7 +45,7 @@ def _plot(run_dir: Path | None, out: Path | None) -> None:
     from sr_cli.train.plot import plot_run
 
     if run_dir is None:
-        raise UsageError("usage: sr train plot RUN_DIR [--out PNG]")
+        raise UsageError("usage: sr train plot RUN_DIR [-o PNG]")
     if out is not None and str(out) == "-":  # the PNG to stdout (never to a terminal)
         from sr_cli.io.images import write_stdout_bytes
         from sr_cli.train.plot import render_run
