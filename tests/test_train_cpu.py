@@ -129,3 +129,22 @@ def test_ctrl_c_stops_with_a_usable_model_and_resume_needs_only_the_folder(
     assert r.exit_code == 2 and "recipe srresnet -> esrgan" in r.output, r.output
     r = runner.invoke(app, ["train", "--resume", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "nothing to resume" in r.output, r.output
+
+
+def test_pool_changes_only_when_the_step_commits() -> None:
+    """A step stopped before its update leaves the Real-ESRGAN pair pool untouched."""
+    from sr_cli.train.loop import _Pool
+
+    pool = _Pool(4)
+    g = torch.Generator().manual_seed(0)
+    for k in range(2):
+        pool(torch.full((2, 3, 2, 2), float(k)), torch.full((2, 3, 4, 4), float(k)), g)
+        pool.commit()
+    before = pool.state()
+    out_lq, _ = pool(torch.full((2, 3, 2, 2), 9.0), torch.full((2, 3, 4, 4), 9.0), g)
+    assert out_lq.shape == (2, 3, 2, 2) and not (out_lq == 9.0).all()
+    after = pool.state()  # staged, not committed: the stored pool is the old one
+    assert after["filled"] == before["filled"] == 4
+    assert torch.equal(after["lq"], before["lq"]) and torch.equal(after["gt"], before["gt"])
+    pool.commit()
+    assert (pool.state()["lq"] == 9.0).any()

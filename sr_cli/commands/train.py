@@ -352,10 +352,12 @@ def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path
 
         def progress(done: int, total: int, inf: dict[str, float]) -> None:
             if done % every == 0 or done == total or done == first + 1:
+                from sr_cli.train.cpu import format_duration
+
                 rate = inf["it_s"]
-                eta = (total - done) / rate if rate > 0 else float("nan")
-                info(f"step {done}/{total}  loss {inf['loss']:.4g}  {rate:.2f} it/s  "
-                     f"ETA {eta:.0f}s")
+                speed = f"{rate:.2f} it/s" if rate >= 0.5 else f"{1 / max(rate, 1e-9):.1f} s/step"
+                eta = format_duration((total - done) / rate) if rate > 0 else "?"
+                info(f"step {done}/{total}  loss {inf['loss']:.4g}  {speed}  ETA {eta}")
 
         result = run_training(cfg, opts, progress=progress, notify=info)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())

@@ -15,7 +15,7 @@ from typing import Any
 
 from sr_cli.train.config import TrainConfig
 
-__all__ = ["CPU_LIMITS", "CPU_MEMORY_BUDGET_GB", "cpu_sized", "schedule_note"]
+__all__ = ["CPU_LIMITS", "CPU_MEMORY_BUDGET_GB", "cpu_sized", "format_duration", "schedule_note"]
 
 CPU_MEMORY_BUDGET_GB = 4
 #: Upper bounds applied on a CPU to settings the user did not set.
@@ -50,7 +50,8 @@ def cpu_sized(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, str | 
     return dataclasses.replace(cfg, **changes), note
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``3156 days``, ``4.2 h``, ``17 min``, ``42 s``."""
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.0f} days"
     if seconds >= 3600:
@@ -66,13 +67,14 @@ def schedule_note(remaining: int, seconds_per_step: float, batch_size: int,
     schedule would take more than a day here, how to shorten it."""
     eta = remaining * seconds_per_step
     notes = [f"speed: {seconds_per_step:.2f} s/step ({batch_size / seconds_per_step:.2f} "
-             f"samples/s) on {hardware}; ETA {_duration(eta)} for {remaining} more steps"]
+             f"samples/s) on {hardware}; ETA {format_duration(eta)} for {remaining} more steps"]
     if eta > 86400:
         per_hour = max(1, math.floor(3600 / seconds_per_step))
         notes.append(
-            f"note: the schedule ({remaining} more steps) would take about {_duration(eta)} on "
-            f"this device; shorten it with --steps N (about {per_hour} steps per hour here) "
-            "and move the learning-rate drops with --set milestones=[...]; Ctrl-C stops with "
-            "a checkpoint and model.safetensors, --resume RUN_DIR continues"
+            f"note: the schedule ({remaining} more steps) would take about "
+            f"{format_duration(eta)} on this device; shorten it with --steps N (about "
+            f"{per_hour} steps per hour here) and move the learning-rate drops with --set "
+            "milestones=[...]; Ctrl-C stops with a checkpoint and model.safetensors, "
+            "--resume RUN_DIR continues"
         )
     return notes

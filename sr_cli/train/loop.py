@@ -252,7 +252,9 @@ class _Pool:
     """Real-ESRGAN's training pair pool: mixes degraded samples across batches.
 
     Until full, batches are stored and used as they are; once full, the pool is shuffled, the
-    first ``b`` pairs are swapped for the current batch and returned.
+    first ``b`` pairs are swapped for the current batch and returned. A call only stages the
+    new pool; :meth:`commit` makes it current once the step's weights are updated, so a step
+    stopped half-way leaves the pool as the last completed step left it.
     """
 
     def __init__(self, size: int) -> None:
@@ -260,23 +262,34 @@ class _Pool:
         self.lq: torch.Tensor | None = None
         self.gt: torch.Tensor | None = None
         self.filled = 0
+        self._staged: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def __call__(self, lq: torch.Tensor, gt: torch.Tensor, g: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         b = lq.shape[0]
         if self.lq is None or self.gt is None:
-            self.lq = lq.new_zeros((self.size, *lq.shape[1:]))
-            self.gt = gt.new_zeros((self.size, *gt.shape[1:]))
+            pool_lq = lq.new_zeros((self.size, *lq.shape[1:]))
+            pool_gt = gt.new_zeros((self.size, *gt.shape[1:]))
+        else:
+            pool_lq, pool_gt = self.lq, self.gt
         if self.filled == self.size:
             idx = torch.randperm(self.size, generator=g).to(lq.device)
-            self.lq, self.gt = self.lq[idx], self.gt[idx]
-            out_lq, out_gt = self.lq[:b].clone(), self.gt[:b].clone()
-            self.lq[:b], self.gt[:b] = lq, gt
+            pool_lq, pool_gt = pool_lq[idx], pool_gt[idx]  # new tensors
+            out_lq, out_gt = pool_lq[:b].clone(), pool_gt[:b].clone()
+            pool_lq[:b], pool_gt[:b] = lq, gt
+            self._staged = (pool_lq, pool_gt, self.filled)
             return out_lq, out_gt
-        self.lq[self.filled:self.filled + b] = lq
-        self.gt[self.filled:self.filled + b] = gt
-        self.filled += b
+        pool_lq, pool_gt = pool_lq.clone(), pool_gt.clone()
+        pool_lq[self.filled:self.filled + b] = lq
+        pool_gt[self.filled:self.filled + b] = gt
+        self._staged = (pool_lq, pool_gt, self.filled + b)
         return lq, gt
+
+    def commit(self) -> None:
+        """Make the pool staged by the last call current (after the step's update)."""
+        if self._staged is not None:
+            self.lq, self.gt, self.filled = self._staged
+            self._staged = None
 
     def state(self) -> dict[str, Any]:
         if self.lq is None or self.gt is None:
@@ -602,7 +615,7 @@ def run_training(
     timing: dict[int, float] = {}
     try:
         for batch in loader:
-            stop.safe = pool is None  # a pool is updated in place: only stop between steps
+            stop.safe = True  # until the update below, stopping loses nothing
             stop.check()
             g_step = _step_generator(cfg.seed, rank, step)
             hr = batch["hr"].to(device, non_blocking=True)
@@ -666,6 +679,8 @@ def run_training(
                 scaler.step(opt_d)
                 losses["l_d"] = (l_d_real + l_d_fake).detach()
             scaler.update()
+            if pool is not None:
+                pool.commit()
             if ema is not None:
                 ema.update(net_g)
             sched_g.step()
