@@ -59,10 +59,11 @@ def _plot(run_dir: Path | None, out: Path | None) -> None:
 def train(
     recipe: Annotated[
         str | None,
-        typer.Argument(help="Recipe (see --list), or 'plot' to draw a run's curves."),
+        typer.Argument(help="Recipe (see --list), or 'plot' to draw a run's curves; with "
+                       "--resume, the run folder (RUN_DIR) alone is enough."),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Argument(help="With 'plot': the run folder (RUN_DIR).")
+        Path | None, typer.Argument(help="With 'plot' (or RECIPE --resume): the run folder.")
     ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Folder of HR training images (recursive).")
