@@ -3,7 +3,8 @@
 Runs ``python -m sr_cli train RECIPE --data DATA --scale 4 -o RUN --steps N`` in a child
 process (stderr is not a terminal, so progress comes as lines), and prints:
 
-- peak RSS of the child (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, one child per run);
+- peak RSS of the child (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, one child per run)
+  and its CPU seconds (user + system: on a shared machine, wall time mostly measures the load);
 - seconds from start to the ``step 1/...`` line (imports, data decoding, model build, step 1);
 - seconds per step from the speed note printed after step 3;
 - seconds from SIGINT (sent once the speed note appears) to exit, the exit code, and whether
@@ -69,8 +70,10 @@ def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[st
                 proc.send_signal(signal.SIGINT)
         code = proc.wait()
         stop_s = time.perf_counter() - sigint_at if sigint_at is not None else None
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        return {"cmd": " ".join(cmd[1:]), "first_step_s": first, "s_per_step": per_step,
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_kb = usage.ru_maxrss
+        return {"cmd": " ".join(cmd[1:]), "cpu_s": usage.ru_utime + usage.ru_stime,
+                "first_step_s": first, "s_per_step": per_step,
                 "stop_after_sigint_s": stop_s, "exit": code, "peak_rss_gb": peak_kb / 2**20,
                 "model": (out / "model.safetensors").exists(),
                 "checkpoint": (out / "checkpoint.pt").exists()}
