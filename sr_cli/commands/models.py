@@ -133,6 +133,8 @@ def info_(
             continue
         if key == "params":
             val = f"{val:,}"
+        elif key == "scale":
+            val = _fmt_scale(val or 0)  # x4, x1.5, any
         lines.append(f"{key}: {val}")
     lines.append("hparams: " + json.dumps(facts["hparams"], sort_keys=True))
     for k, v in sorted(facts["metadata"].items()):
