@@ -109,7 +109,7 @@ def test_ctrl_c_stops_with_a_usable_model_and_resume_needs_only_the_folder(
     up = runner.invoke(app, ["upscale", str(src), str(tmp_path / "up.png"), "-m", str(run)])
     assert up.exit_code == 0, up.output
     # `--resume RUN_DIR` alone (data paths from the checkpoint), --steps extends
-    r = runner.invoke(app, ["train", "--resume", str(run), "--steps", str(step + 2), "-q"])
+    r = runner.invoke(app, ["train", "--resume", str(run), "--steps", str(step + 2)])
     assert r.exit_code == 0, r.output
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["step"] == step + 2
@@ -118,7 +118,7 @@ def test_ctrl_c_stops_with_a_usable_model_and_resume_needs_only_the_folder(
     assert [x["step"] for x in log] == list(range(1, step + 3))
     # the old form still works: RECIPE ... --resume -o RUN_DIR with the same settings
     r = runner.invoke(app, [*args[:-len(TINY) - 2], "--steps", str(step + 3), *TINY,
-                            "--resume", "-q"])
+                            "--resume"])
     assert r.exit_code == 0, r.output
     # flags that would change the run are refused, each difference listed
     r = runner.invoke(app, ["train", "--resume", str(run), "--steps", str(step + 9),
