@@ -110,7 +110,14 @@ def guard(fn: F) -> F:
 
 class SRGroup(TyperGroup):
     """The root command group: Click's own usage errors (unknown option, bad option value,
-    missing argument) become one ``sr: error:`` line and exit 2, like every other error."""
+    missing argument) become one ``sr: error:`` line and exit 2, like every other error.
+    Every parameter gets a readable metavar (:mod:`sr_cli.metavars`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from sr_cli.metavars import apply_readable_metavars
+
+        apply_readable_metavars(self)
 
     def main(  # type: ignore[override]
         self,
@@ -194,7 +201,8 @@ def _register() -> None:
     app.command("interp")(guard(interp.interp))
     app.command("score")(guard(score.score))
     models_app = typer.Typer(
-        help="List, inspect, convert and fetch models of the zoo.",
+        help="List, inspect, convert and fetch models of the zoo.\n\n"
+        "Example: sr models list",
         no_args_is_help=True,
         rich_markup_mode=None,
     )

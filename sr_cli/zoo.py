@@ -77,7 +77,7 @@ class ZooEntry:
         return {
             "name": self.name,
             "arch": self.arch,
-            "scale": self.scale,
+            "scale": scale_json(self.scale),
             "params": self.params,
             "file": str(self.file) if self.file else None,
             "scores": self.scores,
@@ -85,6 +85,12 @@ class ZooEntry:
             "learned": self.learned,
             "default": self.default,
         }
+
+
+def scale_json(scale: float | int | None) -> float | None:
+    """How every JSON output writes a scale: a float (``4.0``; the same type whether the value
+    came from a model, a video or ``-s``), or null for the any-scale baselines (native 0)."""
+    return float(scale) if scale else None
 
 
 # --------------------------------------------------------------------------- folders and names
@@ -378,6 +384,8 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
         return LoadedModel(name=spec.name, net=spec.factory(**hp).eval(), desc=spec.describe(hp),
                            metadata={}, source=None)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "model.safetensors").is_file():  # an `sr train` run folder
+        path = path / "model.safetensors"
     if path.is_file():
         return _load_file(path, None, scale)
     files = _zoo_files()
@@ -516,20 +524,25 @@ def _entries(dirs_first_only: bool = False) -> list[ZooEntry]:
 
 def default_model_name(scale: float | None = None) -> str:
     """The default model: ``models/DEFAULT`` if present, else the learned model in the
-    repository's ``models/`` with the best Set5 PSNR-Y (x4 preferred; of the requested native
-    ``scale`` when given), else ``bicubic``."""
+    repository's ``models/`` with the best Set5 PSNR-Y (x4 preferred), else ``bicubic``.
+
+    With ``scale``: that model when its native scale is ``scale``, else the zoo's model of
+    native scale ``scale`` with the best Set5 PSNR-Y (its ``scores`` metadata), else the
+    default (which then runs at its own scale and is resized)."""
     marker = repo_models_dir() / "DEFAULT"
-    if marker.is_file():
-        chosen = marker.read_text(encoding="utf-8").strip()
-        if chosen:
-            return chosen
-    cands = [e for e in _entries(dirs_first_only=True) if set5_psnr(e.scores) is not None]
+    chosen = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
+    if chosen and scale is None:
+        return chosen
+    entries = _entries(dirs_first_only=True)
+    if chosen and any(e.name == chosen and e.scale == float(scale or 0) for e in entries):
+        return chosen
+    cands = [e for e in entries if set5_psnr(e.scores) is not None]
     if scale is not None:
         cands = [e for e in cands if e.scale == float(scale)]
     elif any(e.scale == 4 for e in cands):
         cands = [e for e in cands if e.scale == 4]
     if not cands:
-        return "bicubic"
+        return chosen or "bicubic"
     best = max(cands, key=lambda e: (set5_psnr(e.scores) or 0.0, e.name))
     return best.name
 

@@ -43,6 +43,7 @@ from sr_cli.io.images import (
     read_stdin_bytes,
     write_stdout_bytes,
 )
+from sr_cli.io.positional import split_inputs_output
 
 
 def build_config(
@@ -185,12 +186,17 @@ def _variant_name(name: str, k: int, repeat: int) -> str:
 
 
 def degrade(
-    input: Annotated[
-        str, typer.Argument(help="Image file, folder of images, or - for stdin.")
-    ] = "-",
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="INPUT [OUTPUT]: an image file, a folder of images or '-' (stdin), "
+                       "then the output file, folder or '-' (stdout) unless -o is given. "
+                       "With no OUTPUT the image goes to stdout.",
+                       show_default=False, metavar="[INPUT] [OUTPUT]"),
+    ] = None,
     output: Annotated[
-        str, typer.Option("-o", "--output", help="Output file, folder, or - for stdout.")
-    ] = "-",
+        str | None, typer.Option("-o", "--output", help="Output file, folder, or - for stdout "
+                                 "(instead of a trailing OUTPUT).")
+    ] = None,
     scale: Annotated[
         int | None, typer.Option("-s", "--scale", help="Downscale factor: 1, 2, 3, 4 or 8.")
     ] = None,
@@ -258,7 +264,9 @@ def degrade(
 ) -> None:
     """Degrade images to low resolution: MATLAB bicubic, classical, or Real-ESRGAN high order.
 
-    Example: cat hr.png | sr degrade --order 2 --seed 7 > lr.png
+    Example: sr degrade --preset bicubic --scale 4 hr/ lr/
+
+    More: cat hr.png | sr degrade --order 2 --seed 7 > lr.png;  sr degrade hr.png lr.png -s 2.
 
     Presets: bicubic (MATLAB imresize 1/scale; reproduces the benchmark LR_bicubic sets),
     classical (blur, downsample, noise, JPEG) and realesrgan (USM-sharpened input, two
@@ -270,6 +278,12 @@ def degrade(
     depend on the number of ranks, and rank 0 writes the --record file (docs/scaling.md).
     """
     set_quiet(quiet)
+    inputs, out = split_inputs_output(list(paths or []), output)
+    if len(inputs) > 1:
+        raise UsageError(f"one INPUT (a file, a folder or '-'), then OUTPUT; got {len(inputs)} "
+                         "inputs (use a folder for several images)")
+    input = inputs[0] if inputs else "-"
+    output = out if out is not None else "-"
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -349,7 +363,8 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
     if pairs is None:
         if output == "-":
             if folder_mode or repeat > 1:
-                raise UsageError("several outputs need -o FOLDER (or --pairs OUT)")
+                raise UsageError("several outputs need an output folder (OUTPUT, -o FOLDER or "
+                                 "--pairs OUT)")
         else:
             out_path = Path(output)
             if folder_mode:

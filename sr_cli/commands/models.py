@@ -130,7 +130,7 @@ def _describe(lm: zoo.LoadedModel) -> dict[str, Any]:
         "name": lm.name,
         "arch": d.arch,
         "description": get_arch(d.arch).description,
-        "scale": d.scale if d.scale else "any",
+        "scale": zoo.scale_json(d.scale),  # null: any scale (a baseline)
         "in_channels": d.in_channels,
         "accepts_rgb": d.accepts_rgb,
         "learned": d.learned,
@@ -166,6 +166,8 @@ def info_(
             continue
         if key == "params":
             val = f"{val:,}"
+        elif key == "scale":
+            val = _fmt_scale(val or 0)  # x4, x1.5, any
         lines.append(f"{key}: {val}")
     lines.append("hparams: " + json.dumps(facts["hparams"], sort_keys=True))
     for k, v in sorted(facts["metadata"].items()):

@@ -164,10 +164,12 @@ def score(
                                                      "'_out' pairs baby_out.png with "
                                                      "baby.png.")] = None,
     niqe_params: Annotated[str | None, typer.Option("--niqe-params", help="NIQE pristine "
-                                                    "model: .npz (mu_pris_param, "
-                                                    "cov_pris_param) or MATLAB .mat. Default: "
-                                                    "the parameters shipped with sr (fitted "
-                                                    "by fit-niqe).")] = None,
+                                                    "model: 'matlab' (default: the MATLAB "
+                                                    "release's parameters, as papers and "
+                                                    "pyiqa report NIQE), 'sr' (fitted by sr "
+                                                    "on BSDS500 + T91 with fit-niqe), or a "
+                                                    ".npz (mu_pris_param, cov_pris_param) or "
+                                                    "MATLAB .mat file.")] = None,
     ma_model: Annotated[str | None, typer.Option("--ma-model", envvar="SR_MA_MODEL",
                                                  help=MA_MODEL_HELP)] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,

@@ -45,7 +45,7 @@ def _plot(run_dir: Path | None, out: Path | None) -> None:
     from sr_cli.train.plot import plot_run
 
     if run_dir is None:
-        raise UsageError("usage: sr train plot RUN_DIR [--out PNG]")
+        raise UsageError("usage: sr train plot RUN_DIR [-o PNG]")
     if out is not None and str(out) == "-":  # the PNG to stdout (never to a terminal)
         from sr_cli.io.images import write_stdout_bytes
         from sr_cli.train.plot import render_run
@@ -59,10 +59,11 @@ def _plot(run_dir: Path | None, out: Path | None) -> None:
 def train(
     recipe: Annotated[
         str | None,
-        typer.Argument(help="Recipe (see --list), or 'plot' to draw a run's curves."),
+        typer.Argument(help="Recipe (see --list), or 'plot' to draw a run's curves; with "
+                       "--resume, the run folder (RUN_DIR) alone is enough."),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Argument(help="With 'plot': the run folder (RUN_DIR).")
+        Path | None, typer.Argument(help="With 'plot' (or RECIPE --resume): the run folder.")
     ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Folder of HR training images (recursive).")
@@ -77,7 +78,9 @@ def train(
     scale: Annotated[int | None, typer.Option("--scale", help="Upscaling factor.")] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Run folder (RUN_DIR); with 'plot': the PNG to write."),
+        typer.Option("-o", "--output", "--out", metavar="RUN_DIR",
+                     help="Run folder (RUN_DIR); with 'plot': the PNG to write ('-' for "
+                     "stdout). --out is an alias."),
     ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Total training steps.")] = None,
     config: Annotated[
@@ -88,7 +91,15 @@ def train(
         typer.Option("--set", help="Override one setting, KEY=VALUE (repeatable)."),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
+        bool, typer.Option("--resume", help="Continue a run from its checkpoint: `sr train "
+                           "--resume RUN_DIR` alone reuses every stored setting (data paths "
+                           "included); --steps N extends the schedule; flags that would "
+                           "change the run are refused, listing the differences.")
+    ] = False,
+    published: Annotated[
+        bool, typer.Option("--published", help="On a CPU, keep the recipe's published "
+                           "batch_size, patch_size, pool_size and cache_mb (by default they "
+                           "are reduced to fit about 4 GB; a note lists the changes).")
     ] = False,
     init: Annotated[
         str | None,
@@ -101,9 +112,10 @@ def train(
         typer.Option("--vgg-weights", help="torchvision vgg19 .pth or safetensors conversion."),
     ] = None,
     perceptual: Annotated[
-        str,
-        typer.Option("--perceptual", help="vgg19 (needs --vgg-weights) or random (fixed seed)."),
-    ] = "vgg19",
+        str | None,
+        typer.Option("--perceptual", help="vgg19 (needs --vgg-weights) or random (fixed seed). "
+                     "Default: vgg19."),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     workers: Annotated[
         int | None, typer.Option("--workers", help="DataLoader worker processes.")
@@ -116,15 +128,21 @@ def train(
 ) -> None:
     """Train a super-resolution recipe on a folder of images.
 
-    Example: sr train srcnn --scale 3 --data train/ --val Set5/HR --steps 5000 --out runs/srcnn
+    Example: sr train srcnn --scale 3 --data train/ --val Set5/HR --steps 5000 -o runs/srcnn
+
+    Continue it later: sr train --resume runs/srcnn (add --steps 8000 to extend it).
 
     Recipes: srcnn, srresnet, srgan, esrgan-psnr, esrgan, realesrnet, realesrgan,
     realesrnet-compact, realesrgan-compact (`sr train --list`). Settings start at the recipe's
     published values and can be overridden with --config FILE.toml and --set KEY=VALUE
     (`sr train RECIPE --print-config` shows them all). The result is RUN_DIR/model.safetensors
-    (EMA weights where the recipe uses EMA), usable with `sr upscale -m`; RUN_DIR also holds
-    checkpoint.pt (for --resume; Ctrl-C or SIGTERM saves it first), metrics.jsonl and, with --val,
-    model_best.safetensors. `sr train plot RUN_DIR` draws the curves (needs matplotlib).
+    (EMA weights where the recipe uses EMA) of the last checkpoint, usable with `sr upscale -m
+    RUN_DIR` also after an interrupt; RUN_DIR also holds checkpoint.pt (for --resume; Ctrl-C or
+    SIGTERM stop within seconds and save the last completed step), metrics.jsonl and, with
+    --val, model_best.safetensors. On a CPU, batch and crop sizes are reduced to fit about
+    4 GB (a note says what changed; --published keeps the recipe's values), and after the
+    first steps a note gives the speed, the ETA and, for schedules of days, how to shorten them.
+    `sr train plot RUN_DIR` draws the curves (needs matplotlib).
     Multi-GPU: torchrun --nproc_per_node N -m sr_cli train ... (batch_size is per GPU).
     """
     from sr_cli.train.config import apply_overrides, config_to_toml, load_toml
@@ -134,15 +152,36 @@ def train(
     if list_:
         _print_list()
         return
-    if recipe is None:
+    if recipe is None and not resume:
         raise UsageError("give a RECIPE (see `sr train --list`)")
     if recipe == "plot":
         _plot(run_dir, out)
         return
-    if run_dir is not None:
+    if resume:
+        recipe, out = _resume_target(recipe, run_dir, out)
+    elif run_dir is not None:
         raise UsageError(f"unexpected extra argument {str(run_dir)!r}")
     file_settings = load_toml(config) if config is not None else {}
     cli_settings = _parse_set(set_ or [])
+    flags: dict[str, Any] = {}
+    if steps is not None:
+        flags["steps"] = steps
+    if workers is not None:
+        flags["workers"] = workers
+    given = {"data": data, "lr_data": lr_data, "val": val, "init": init,
+             "vgg_weights": vgg_weights, "perceptual": perceptual}
+    if resume:
+        assert out is not None  # noqa: S101 - _resume_target returns the run folder
+        cfg, paths = _resumed_settings(out, recipe, scale, file_settings, config, cli_settings,
+                                       flags, given)
+        if print_config:
+            sys.stdout.write(config_to_toml(cfg))
+            return
+        _run(cfg, paths["data"], paths["lr_data"], paths["val"], out, True, paths["init"],
+             paths["vgg_weights"], paths["perceptual"] or "vgg19", device)
+        return
+    if recipe is None:
+        raise UsageError("give a RECIPE (see `sr train --list`)")
     chosen_scale = scale if scale is not None else cli_settings.get(
         "scale", file_settings.get("scale"))
     if chosen_scale is not None and (isinstance(chosen_scale, bool)
@@ -153,22 +192,123 @@ def train(
         cfg = apply_overrides(cfg, file_settings, str(config))
     if cli_settings:
         cfg = apply_overrides(cfg, cli_settings, "--set")
-    flags: dict[str, Any] = {}
-    if steps is not None:
-        flags["steps"] = steps
-    if workers is not None:
-        flags["workers"] = workers
     if flags:
         cfg = apply_overrides(cfg, flags, "options")
     cfg.validate()
+    if not published and _on_cpu(device):
+        from sr_cli.train.cpu import cpu_sized
+
+        cfg, note = cpu_sized(cfg, set(file_settings) | set(cli_settings) | set(flags))
+        if note:
+            info(note)
+        cfg.validate()
     if print_config:
         sys.stdout.write(config_to_toml(cfg))
         return
     if data is None:
         raise UsageError("--data HR_DIR is required")
     if out is None:
-        raise UsageError("--out RUN_DIR is required")
-    _run(cfg, data, lr_data, val, out, resume, init, vgg_weights, perceptual, device)
+        raise UsageError("-o/--output RUN_DIR is required")
+    _run(cfg, data, lr_data, val, out, resume, init, vgg_weights, perceptual or "vgg19", device)
+
+
+def _checkpoint_step(run: Path) -> int:
+    from sr_cli.train.checkpoint import CHECKPOINT_NAME
+
+    try:
+        import torch
+
+        state = torch.load(str(run / CHECKPOINT_NAME), map_location="cpu", weights_only=True,
+                           mmap=True)
+        return int(state["step"])
+    except Exception:  # noqa: BLE001 - only used to show the first step; the loop checks
+        return 0
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether training will run on a CPU (``--device cpu``, or auto without CUDA)."""
+    if device.startswith("cuda"):
+        return False
+    if device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return True
+
+
+def _resume_target(recipe: str | None, run_dir: Path | None,
+                   out: Path | None) -> tuple[str | None, Path]:
+    """``--resume RUN_DIR``, ``RECIPE --resume RUN_DIR`` or ``... --resume -o RUN_DIR``:
+    (recipe or None, run folder)."""
+    from sr_cli.train.recipes import RECIPES
+
+    if recipe is not None and recipe.lower() not in RECIPES:  # `sr train --resume RUN_DIR`
+        if run_dir is not None:
+            raise UsageError(f"unexpected extra argument {str(run_dir)!r}")
+        run_dir, recipe = Path(recipe), None
+    if run_dir is not None and out is not None and run_dir.resolve() != out.resolve():
+        raise UsageError(f"--resume: two run folders given ({run_dir} and -o {out})")
+    target = run_dir if run_dir is not None else out
+    if target is None:
+        raise UsageError("--resume needs the run folder: sr train --resume RUN_DIR")
+    return recipe, target
+
+
+# Settings a resumed run may change: run length, cadence, loader workers, cache.
+_FREE_ON_RESUME = {"steps", "log_every", "val_every", "ckpt_every", "workers", "cache_mb"}
+
+
+def _resumed_settings(run: Path, recipe: str | None, scale: int | None,
+                      file_settings: dict[str, Any], config: Path | None,
+                      cli_settings: dict[str, Any], flags: dict[str, Any],
+                      given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The stored settings of ``run`` with the allowed changes; UsageError listing every flag
+    that would change the run."""
+    import dataclasses
+
+    from sr_cli.train.checkpoint import read_run_settings
+    from sr_cli.train.config import TrainConfig, apply_overrides
+
+    saved_cfg, saved_opts = read_run_settings(run)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = dataclasses.replace(TrainConfig(), **{k: v for k, v in saved_cfg.items()
+                                               if k in fields})
+    diffs: list[str] = []
+    if recipe is not None and recipe.lower() != cfg.recipe:
+        diffs.append(f"recipe {cfg.recipe} -> {recipe}")
+    if scale is not None and scale != cfg.scale:
+        diffs.append(f"scale {cfg.scale} -> {scale}")
+    new = cfg
+    for settings, source in ((file_settings, str(config)), (cli_settings, "--set"),
+                             (flags, "options")):
+        if settings:
+            new = apply_overrides(new, settings, source)
+    for key, value in new.to_dict().items():
+        if key not in _FREE_ON_RESUME and saved_cfg.get(key) != value:
+            diffs.append(f"{key} {saved_cfg.get(key)!r} -> {value!r}")
+    paths: dict[str, Any] = {}
+    for key, value in given.items():
+        stored = saved_opts.get(key)
+        if value is None:
+            paths[key] = Path(stored) if stored and key in _PATH_OPTIONS else stored
+            continue
+        mine = str(Path(value).resolve()) if key in _PATH_OPTIONS else str(value)
+        if (stored is not None and mine != stored) or (stored is None and saved_opts):
+            diffs.append(f"--{key.replace('_', '-')} {stored} -> {mine}")
+        paths[key] = value
+    if diffs:
+        raise UsageError(
+            f"--resume {run}: these would change the run: {'; '.join(diffs)}. Resume with the "
+            "stored settings (--steps N may extend it), or train into a new -o RUN_DIR"
+        )
+    if paths.get("data") is None:
+        raise UsageError(f"--resume {run}: the checkpoint does not record the data folder "
+                         "(an older run): add --data HR_DIR")
+    new.validate()
+    return new, paths
+
+
+_PATH_OPTIONS = {"data", "lr_data", "val", "vgg_weights"}
 
 
 def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path, resume: bool,
@@ -190,16 +330,18 @@ def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path
     if show_progress():
         prog = Progress(
             TextColumn(f"train {cfg.recipe}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.2f} it/s"),
+            TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=err_console, transient=True,
         )
         with prog:
-            task = prog.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0)
+            # No loss or speed before the first step has produced one.
+            task = prog.add_task("train", total=cfg.steps,
+                                 status="preparing data and the first step...")
 
             def progress(done: int, total: int, inf: dict[str, float]) -> None:
-                prog.update(task, completed=done, total=total, loss=inf["loss"],
-                            rate=inf["it_s"])
+                prog.update(task, completed=done, total=total,
+                            status=f"loss {inf['loss']:.4g}  {inf['it_s']:.2f} it/s")
 
             def notify(msg: str) -> None:
                 prog.console.print(msg, markup=False)
@@ -207,13 +349,16 @@ def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path
             result = run_training(cfg, opts, progress=progress, notify=notify)
     else:
         every = max(1, cfg.log_every)
+        first = _checkpoint_step(out) if resume else 0
 
         def progress(done: int, total: int, inf: dict[str, float]) -> None:
-            if done % every == 0 or done == total:
+            if done % every == 0 or done == total or done == first + 1:
+                from sr_cli.train.cpu import format_duration
+
                 rate = inf["it_s"]
-                eta = (total - done) / rate if rate > 0 else float("nan")
-                info(f"step {done}/{total}  loss {inf['loss']:.4g}  {rate:.2f} it/s  "
-                     f"ETA {eta:.0f}s")
+                speed = f"{rate:.2f} it/s" if rate >= 0.5 else f"{1 / max(rate, 1e-9):.1f} s/step"
+                eta = format_duration((total - done) / rate) if rate > 0 else "?"
+                info(f"step {done}/{total}  loss {inf['loss']:.4g}  {speed}  ETA {eta}")
 
         result = run_training(cfg, opts, progress=progress, notify=info)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())

@@ -20,7 +20,8 @@ HELP_SCALE = (
     "(e.g. x4); if the requested factor differs, a MATLAB-bicubic resize (antialiased when "
     "shrinking) takes the network output to the requested size, ceil(H*scale) as MATLAB's "
     "imresize. Baselines (bicubic, lanczos, "
-    "nearest) resize directly. Default: the model's native scale."
+    "nearest) resize directly. Default: the model's native scale. Without -m, the zoo's "
+    "best model of native scale SCALE is used when there is one (a note names it)."
 )
 
 
@@ -158,7 +159,9 @@ def upscale(
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
-    Example: sr upscale photo.jpg photo_x4.png -m RealESRGAN_x4plus  (after `sr models fetch`)
+    Example: sr upscale photo.jpg photo_x4.png
+
+    With another model: sr upscale photo.jpg photo_x4.png -m realesrgan-x4 (`sr models list`).
 
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
     sr upscale in.mp4 out.mp4 -m realesr-animevideov3 --crf 18.
@@ -236,7 +239,14 @@ def _load_models(names: list[str], mix: float | None, scale: float | None) -> An
         return blend_models(a, b, mix)
     if len(names) > 1:
         raise UsageError("several -m models need --mix")
-    name = names[0] if names else zoo.default_model_name()
+    if names:
+        return zoo.load_model(names[0], scale=scale)
+    name = zoo.default_model_name(scale)
+    default = zoo.default_model_name() if scale is not None else name
+    if name != default:
+        console.info(f"note: -s {scale:g} without -m: using {name}, the zoo's best model of "
+                     f"native scale x{scale:g} (Set5 PSNR-Y); -m {default} runs the default "
+                     "model and resizes its output")
     return zoo.load_model(name, scale=scale)
 
 
@@ -247,6 +257,7 @@ def _run_jobs(
     """Run the jobs. ``single``: raise a lone job's error instead of recording it (default:
     when there is one job; a part of a split batch records it for the gathered summary)."""
     from sr_cli.io import images
+    from sr_cli.zoo import scale_json
 
     lone = len(jobs) == 1 if single is None else single
     started = time.perf_counter()
@@ -299,8 +310,8 @@ def _run_jobs(
     return {
         "model": upscaler.model.name,
         "arch": d.arch,
-        "native_scale": d.scale,  # 0: an any-scale baseline
-        "scale": scale if scale is not None else upscaler.default_scale,
+        "native_scale": scale_json(d.scale),  # null: an any-scale baseline
+        "scale": scale_json(scale if scale is not None else upscaler.default_scale),
         "device": str(upscaler.device),
         "precision": upscaler.precision,
         "files": records,

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from sr_cli.errors import InputError, UsageError
 from sr_cli.io.images import EXT_OF_FORMAT, format_for_path, is_image_path
+from sr_cli.io.positional import split_inputs_output
+
+__all__ = ["VIDEO_EXTENSIONS", "Job", "plan_jobs", "split_inputs_output"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
 
@@ -32,15 +35,6 @@ class Job:
 
 def _is_stdio(p: str | None) -> bool:
     return p is None or p == "-"
-
-
-def split_inputs_output(paths: list[str], output: str | None) -> tuple[list[str], str | None]:
-    """Apply the ``INPUT... [OUTPUT]`` convention (``-o`` makes every positional an input)."""
-    if output is not None:
-        return list(paths), output
-    if len(paths) >= 2:
-        return list(paths[:-1]), paths[-1]
-    return list(paths), None
 
 
 def _looks_like_dir(out: str) -> bool:

@@ -34,6 +34,13 @@ from sr_cli.metrics.ssim import filter_valid
 BLOCK = 96
 NUM_FEATURES = 36
 SHARPNESS_THRESHOLD = 0.75
+#: ``|I - mu|`` at or below this (0..255 scale) is taken as exactly 0. In flat regions (sky,
+#: saturated highlights) ``I - mu`` is 0 in exact arithmetic but +-1e-12 in floating point,
+#: with a sign that depends on the convolution's summation order (MATLAB's imfilter, scipy's
+#: convolve and ours differ); the sign decides whether the pixel counts on the left or the
+#: right side of the AGGD fit, which moved whole-image NIQE by up to 0.01. Real 8-bit
+#: structure gives |I - mu| > 1e-4; roundoff stays below 1e-11.
+FLAT_TOLERANCE = 1e-8
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,15 @@ def mscn(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``mu = imfilter(I, w, 'replicate')``, ``sigma = sqrt(|imfilter(I^2, w) - mu^2|)``,
     ``mscn = (I - mu) / (sigma + 1)``; ``w`` is the normalised 7x7 Gaussian of sigma 7/6.
+    ``I - mu`` within :data:`FLAT_TOLERANCE` of 0 is exactly 0 (flat regions; see there), so
+    the result does not depend on the summation order of the filter.
     """
     both = _gauss7(torch.cat([img, img * img], dim=1))
     mu = both[:, :1]
     sigma = torch.sqrt(torch.abs(both[:, 1:] - mu * mu))
-    return (img - mu) / (sigma + 1.0), sigma
+    centred = img - mu
+    centred = torch.where(centred.abs() <= FLAT_TOLERANCE, 0.0, centred)
+    return centred / (sigma + 1.0), sigma
 
 
 def _blocks(x: torch.Tensor, bs: int) -> torch.Tensor:
@@ -221,25 +232,37 @@ def niqe(img: torch.Tensor, params: NiqeParams) -> torch.Tensor:
 # --------------------------------------------------------------------------- parameters
 
 
-def default_params_path() -> Path:
-    """The project's own pristine model shipped in the package (see docs/score.md)."""
-    return Path(__file__).resolve().parents[1] / "data" / "niqe_sr_params.npz"
+#: Named pristine models shipped in ``sr_cli/data`` (see its NOTICE and docs/score.md).
+NAMED_PARAMS = {
+    "matlab": ("niqe_pris_params.npz",
+               "matlab (NIQE release modelparameters.mat, Mittal et al. 2013)"),
+    "sr": ("niqe_sr_params.npz", "sr (fitted by sr score fit-niqe on BSDS500 + T91)"),
+}
+DEFAULT_PARAMS = "matlab"
+
+
+def default_params_path(name: str = DEFAULT_PARAMS) -> Path:
+    """The file of a named pristine model shipped in the package (``matlab`` or ``sr``)."""
+    return Path(__file__).resolve().parents[1] / "data" / NAMED_PARAMS[name][0]
 
 
 def load_niqe_params(path: str | os.PathLike[str] | None = None) -> NiqeParams:
-    """Read NIQE parameters: ``.npz`` with ``mu_pris_param``/``cov_pris_param`` (or
-    ``mu``/``cov``) or a MATLAB ``.mat`` (``mu_prisparam``/``cov_prisparam`` as saved by the
-    release's ``modelparameters.mat``). ``None`` loads the project's default set.
+    """Read NIQE parameters: a shipped set by name (``matlab``, the default and the
+    literature's: the MATLAB release's ``modelparameters.mat``; ``sr``: the project's fit), an
+    ``.npz`` with ``mu_pris_param``/``cov_pris_param`` (or ``mu``/``cov``) or a MATLAB ``.mat``
+    (``mu_prisparam``/``cov_prisparam``). ``None`` loads ``matlab``.
 
     Raises InputError for unreadable files or wrong shapes.
     """
-    p = default_params_path() if path is None else Path(path)
+    key = DEFAULT_PARAMS if path is None else str(path)
+    named = key in NAMED_PARAMS
+    p = default_params_path(key) if named else Path(path)  # type: ignore[arg-type]
     label = str(p)
     if not p.is_file():
         raise InputError(f"NIQE parameter file {label}: no such file")
     mu: np.ndarray | None = None
     cov: np.ndarray | None = None
-    name = str(p) if path is not None else "sr-default (niqe_sr_params.npz)"
+    name = NAMED_PARAMS[key][1] if named else str(p)
     if p.suffix.lower() == ".mat":
         from sr_cli.metrics.matfile import load_mat
 
@@ -254,8 +277,8 @@ def load_niqe_params(path: str | os.PathLike[str] | None = None) -> NiqeParams:
                 ck = "cov_pris_param" if "cov_pris_param" in keys else "cov"
                 if mk in keys and ck in keys:
                     mu, cov = np.asarray(z[mk]), np.asarray(z[ck])
-                if "name" in keys and path is None:
-                    name = f"sr-default: {z['name']}"
+                if "name" in keys and key == "sr":
+                    name = f"sr: {z['name']}"
         except (OSError, ValueError) as exc:
             raise InputError(f"NIQE parameter file {label}: not a readable .npz ({exc})") from None
     if mu is None or cov is None:

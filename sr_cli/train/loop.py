@@ -39,6 +39,7 @@ from sr_cli.archs.base import Descriptor
 from sr_cli.errors import InputError, ModelError, UsageError
 from sr_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from sr_cli.train.config import TrainConfig
+from sr_cli.train.cpu import schedule_note
 from sr_cli.train.data import PairSource, TrainSet, ValImage, load_val_set
 from sr_cli.train.ema import EMA
 from sr_cli.train.losses import PerceptualLoss, gan_d_fake, gan_d_real, gan_g_loss, pixel_loss
@@ -71,6 +72,17 @@ class RunResult:
     best_path: Path | None
     wall_s: float
     scores: dict[str, float] = field(default_factory=dict)
+
+
+def options_record(opts: RunOptions) -> dict[str, str | None]:
+    """The run's paths and switches as stored in the checkpoint (for ``--resume RUN_DIR``)."""
+
+    def path(p: Path | None) -> str | None:
+        return str(Path(p).resolve()) if p is not None else None
+
+    return {"data": path(opts.data), "lr_data": path(opts.lr_data), "val": path(opts.val),
+            "init": opts.init, "vgg_weights": path(opts.vgg_weights),
+            "perceptual": opts.perceptual, "device": opts.device}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,26 +159,47 @@ def _load_init(net: nn.Module, desc: Descriptor, init: str) -> str | None:
             f"{', '.join(fresh)} start fresh")
 
 
-def _term_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM behave like Ctrl-C (checkpoint, then exit 130) while training; returns the
-    function restoring the previous handler. Background jobs (``cmd &``, schedulers, ``kill``,
-    ``timeout``) cannot send SIGINT to a process whose shell ignores it, so SIGTERM is the way
-    to stop them cleanly. Only the main thread can install handlers; elsewhere a no-op."""
-    import signal
-    import threading
+class _StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM while training: stop cleanly, within seconds.
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+    Inside a step's "safe" part (before any weight, optimiser or pool update) a signal raises
+    KeyboardInterrupt at once, and the loop saves the last completed step. Elsewhere (while
+    weights are being updated) it is remembered and honoured as soon as the step completes. A
+    second signal always raises at once. Background jobs (``cmd &``, ``kill``, ``timeout``)
+    cannot send SIGINT to a process whose shell ignores it, so SIGTERM is handled the same way.
+    Only the main thread can install handlers; elsewhere this is a no-op.
+    """
 
-    def _raise(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.requested = 0
+        self.safe = False
+        self._previous: dict[int, Any] = {}
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    def _handler(self, signum: int, frame: object) -> None:
+        self.requested += 1
+        if self.safe or self.requested > 1:
+            raise KeyboardInterrupt
 
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
+    def install(self) -> None:
+        import signal
+        import threading
 
-    return restore
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def check(self) -> None:
+        """At a step boundary: raise KeyboardInterrupt when a stop was requested."""
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def _hardware(device: torch.device, world: int) -> str:
@@ -219,7 +252,9 @@ class _Pool:
     """Real-ESRGAN's training pair pool: mixes degraded samples across batches.
 
     Until full, batches are stored and used as they are; once full, the pool is shuffled, the
-    first ``b`` pairs are swapped for the current batch and returned.
+    first ``b`` pairs are swapped for the current batch and returned. A call only stages the
+    new pool; :meth:`commit` makes it current once the step's weights are updated, so a step
+    stopped half-way leaves the pool as the last completed step left it.
     """
 
     def __init__(self, size: int) -> None:
@@ -227,23 +262,34 @@ class _Pool:
         self.lq: torch.Tensor | None = None
         self.gt: torch.Tensor | None = None
         self.filled = 0
+        self._staged: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def __call__(self, lq: torch.Tensor, gt: torch.Tensor, g: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         b = lq.shape[0]
         if self.lq is None or self.gt is None:
-            self.lq = lq.new_zeros((self.size, *lq.shape[1:]))
-            self.gt = gt.new_zeros((self.size, *gt.shape[1:]))
+            pool_lq = lq.new_zeros((self.size, *lq.shape[1:]))
+            pool_gt = gt.new_zeros((self.size, *gt.shape[1:]))
+        else:
+            pool_lq, pool_gt = self.lq, self.gt
         if self.filled == self.size:
             idx = torch.randperm(self.size, generator=g).to(lq.device)
-            self.lq, self.gt = self.lq[idx], self.gt[idx]
-            out_lq, out_gt = self.lq[:b].clone(), self.gt[:b].clone()
-            self.lq[:b], self.gt[:b] = lq, gt
+            pool_lq, pool_gt = pool_lq[idx], pool_gt[idx]  # new tensors
+            out_lq, out_gt = pool_lq[:b].clone(), pool_gt[:b].clone()
+            pool_lq[:b], pool_gt[:b] = lq, gt
+            self._staged = (pool_lq, pool_gt, self.filled)
             return out_lq, out_gt
-        self.lq[self.filled:self.filled + b] = lq
-        self.gt[self.filled:self.filled + b] = gt
-        self.filled += b
+        pool_lq, pool_gt = pool_lq.clone(), pool_gt.clone()
+        pool_lq[self.filled:self.filled + b] = lq
+        pool_gt[self.filled:self.filled + b] = gt
+        self._staged = (pool_lq, pool_gt, self.filled + b)
         return lq, gt
+
+    def commit(self) -> None:
+        """Make the pool staged by the last call current (after the step's update)."""
+        if self._staged is not None:
+            self.lq, self.gt, self.filled = self._staged
+            self._staged = None
 
     def state(self) -> dict[str, Any]:
         if self.lq is None or self.gt is None:
@@ -312,10 +358,10 @@ def _check_out(opts: RunOptions) -> Path | None:
     if ckpt.exists():
         raise UsageError(
             f"{opts.out} already holds a training run; add --resume to continue it or choose "
-            "another --out"
+            "another -o RUN_DIR"
         )
     if opts.out.exists() and not opts.out.is_dir():
-        raise UsageError(f"--out {opts.out}: exists and is not a folder")
+        raise UsageError(f"-o {opts.out}: exists and is not a folder")
     return None
 
 
@@ -514,6 +560,8 @@ def run_training(
         _truncate_log(log_path, start)
     hardware = _hardware(device, world)
 
+    run_options = options_record(opts)
+
     def autocast() -> contextlib.AbstractContextManager[Any]:
         if amp_dtype is None:
             return contextlib.nullcontext()
@@ -534,11 +582,14 @@ def run_training(
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "rng": rng, "best": best, "wall_s": wall,
             "pool": pool.state() if pool is not None else None,
+            "options": run_options,
         }
         if net_d is not None and opt_d is not None and sched_d is not None:
             st.update(net_d=net_d.state_dict(), opt_d=opt_d.state_dict(),
                       sched_d=sched_d.state_dict())
         save_checkpoint(out / CHECKPOINT_NAME, st)
+        # the run folder always holds usable weights of its last checkpoint
+        export(out / "model.safetensors", step, wall, last_scores)
 
     def export(path: Path, step: int, wall: float, scores: dict[str, float]) -> None:
         from sr_cli.zoo import save_model
@@ -559,9 +610,13 @@ def run_training(
 
     sums: dict[str, float] = {}
     n_sum = 0
-    restore_term = _term_as_interrupt()  # restored in the finally below
+    stop = _StopRequest()
+    stop.install()  # restored in the finally below
+    timing: dict[int, float] = {}
     try:
         for batch in loader:
+            stop.safe = True  # until the update below, stopping loses nothing
+            stop.check()
             g_step = _step_generator(cfg.seed, rank, step)
             hr = batch["hr"].to(device, non_blocking=True)
             if degrader is not None:
@@ -598,6 +653,7 @@ def run_training(
                 raise InputError(f"step {step + 1}: the loss became {float(l_g)}; lower lr or "
                                  "check the data")
             scaler.scale(l_g).backward()
+            stop.safe = False  # weights, optimiser state and EMA change from here on
             if cfg.grad_clip > 0:
                 scaler.unscale_(opt_g)
                 torch.nn.utils.clip_grad_norm_(net_g.parameters(), cfg.grad_clip)
@@ -623,6 +679,8 @@ def run_training(
                 scaler.step(opt_d)
                 losses["l_d"] = (l_d_real + l_d_fake).detach()
             scaler.update()
+            if pool is not None:
+                pool.commit()
             if ema is not None:
                 ema.update(net_g)
             sched_g.step()
@@ -640,6 +698,11 @@ def run_training(
             ema_rate = inst if ema_rate == 0 else 0.9 * ema_rate + 0.1 * inst
             if progress is not None and is_main:
                 progress(step, cfg.steps, {"loss": float(l_g.detach()), "it_s": ema_rate})
+            timing[step - start] = now
+            if is_main and step - start == 3 and step < cfg.steps:  # step 1 includes warm-up
+                per_step = (timing[3] - timing[1]) / 2.0
+                for line in schedule_note(cfg.steps - step, per_step, cfg.batch_size, hardware):
+                    say(line)
 
             if is_main and (step % cfg.log_every == 0 or step == cfg.steps):
                 rec: dict[str, Any] = {"step": step, "lr": opt_g.param_groups[0]["lr"],
@@ -663,20 +726,23 @@ def run_training(
                     export(out / "model_best.safetensors", step, wall_now(), scores)
             if is_main and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 checkpoint(step, wall_now())
+            stop.check()
     except KeyboardInterrupt:
+        stop.safe = False
         if is_main and step > start:
             checkpoint(step, wall_now())
-            say(f"interrupted: checkpoint saved at step {step} in {out / CHECKPOINT_NAME}; "
-                "continue with --resume")
+            say(f"interrupted: step {step} saved in {out / CHECKPOINT_NAME} and "
+                f"{out / 'model.safetensors'}; continue with `sr train --resume {out}`")
+        elif is_main:
+            say("interrupted before the first step completed; nothing new saved")
         raise
     finally:
-        restore_term()
+        stop.restore()
 
     wall = wall_now()
     final_path = out / "model.safetensors"
     if is_main:
-        checkpoint(step, wall)
-        export(final_path, step, wall, last_scores)
+        checkpoint(step, wall)  # also writes final_path
     best_path = out / "model_best.safetensors"
     return RunResult(step=step, model_path=final_path,
                      best_path=best_path if best_path.exists() else None,

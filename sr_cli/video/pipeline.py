@@ -641,10 +641,13 @@ def upscale_videos(
         records.append(rec)
     if not part.reports:
         return None
+    from sr_cli.zoo import scale_json
+
     d = upscaler.model.desc
     return {
-        "model": upscaler.model.name, "arch": d.arch, "native_scale": d.scale,
-        "scale": scale if scale is not None else d.scale, "device": str(upscaler.device),
+        "model": upscaler.model.name, "arch": d.arch, "native_scale": scale_json(d.scale),
+        "scale": scale_json(scale if scale is not None else d.scale),
+        "device": str(upscaler.device),
         "precision": upscaler.precision, "files": records,
         "ok": sum(r["status"] == "ok" for r in records),
         "skipped": sum(r["status"] == "skipped" for r in records),

@@ -1,0 +1,103 @@
+"""The README's training example on a CPU: peak memory, time to the first step, Ctrl-C latency.
+
+Runs ``python -m sr_cli train RECIPE --data DATA --scale 4 -o RUN --steps N`` in a child
+process (stderr is not a terminal, so progress comes as lines), and prints:
+
+- peak RSS of the child (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, one child per run)
+  and its CPU seconds (user + system: on a shared machine, wall time mostly measures the load);
+- seconds from start to the ``step 1/...`` line (imports, data decoding, model build, step 1);
+- seconds per step from the speed note printed after step 3;
+- seconds from SIGINT (sent once the speed note appears) to exit, the exit code, and whether
+  RUN/model.safetensors and checkpoint.pt exist afterwards.
+
+Usage::
+
+    python benchmarks/train_cpu.py --data ../shared/data/train            # the README example
+    python benchmarks/train_cpu.py --data small/ --published              # the GPU recipe
+    python benchmarks/train_cpu.py --make-small /tmp/hr8                  # 8 generated images
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_small(folder: Path, n: int = 8) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        yy, xx = np.mgrid[0:320, 0:480].astype(np.float64)
+        img = np.stack([128 + 100 * np.sin(xx / (5 + i + k) + k) * np.cos(yy / (9 + k))
+                        for k in range(3)], axis=-1) + rng.normal(0, 8, (320, 480, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
+
+
+def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "sr_cli", "train", recipe, "--data", str(data),
+               "--scale", "4", "-o", str(out), *(["--steps", str(steps)] if steps else []),
+               *extra]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        first = per_step = sigint_at = None
+        lines = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip())
+            print("  |", line.rstrip(), file=sys.stderr)
+            if first is None and re.match(r"sr: step 1/|step 1/", line.strip()):
+                first = time.perf_counter() - t0
+            m = re.search(r"speed: ([0-9.]+) s/step", line)
+            if m and sigint_at is None:
+                per_step = float(m.group(1))
+                sigint_at = time.perf_counter()
+                proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+        stop_s = time.perf_counter() - sigint_at if sigint_at is not None else None
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_kb = usage.ru_maxrss
+        return {"cmd": " ".join(cmd[1:]), "cpu_s": usage.ru_utime + usage.ru_stime,
+                "first_step_s": first, "s_per_step": per_step,
+                "stop_after_sigint_s": stop_s, "exit": code, "peak_rss_gb": peak_kb / 2**20,
+                "model": (out / "model.safetensors").exists(),
+                "checkpoint": (out / "checkpoint.pt").exists()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--recipe", default="realesrnet")
+    ap.add_argument("--steps", type=int, default=None, help="default: the recipe's own")
+    ap.add_argument("--published", action="store_true", help="the GPU-sized recipe")
+    ap.add_argument("--make-small", type=Path, help="write 8 generated 480x320 images here")
+    args = ap.parse_args()
+    if args.make_small:
+        make_small(args.make_small)
+        print(f"wrote 8 images to {args.make_small}")
+        return
+    if args.data is None:
+        ap.error("--data is required")
+    extra = ["--published"] if args.published else []
+    r = run(args.recipe, args.data, args.steps, extra)
+    for k, v in r.items():
+        print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()
