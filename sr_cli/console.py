@@ -9,15 +9,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 # Resolves sys.stderr lazily, so it follows redirection (and Click's test runner).
 # emoji=False: paths and values like "cuda:x:" must print verbatim, not as emoji codes.
@@ -26,14 +17,21 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 _quiet = False
 
 
-class _RateColumn(ProgressColumn):
-    """Items per second (frames/s, images/s), blank until measurable."""
+def _rate_column() -> Any:
+    """A column with items per second (frames/s, images/s), blank until measurable.
 
-    def render(self, task: Any) -> Any:
-        from rich.text import Text
+    Built on first use: rich.progress is imported only when a progress bar is shown.
+    """
+    from rich.progress import ProgressColumn
+    from rich.text import Text
 
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.2f}/s")
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:.2f}/s")
+
+    return _RateColumn()
+
 
 ProgressCallback = Callable[[int, int], None]
 """Core modules report progress as ``callback(done, total)``; they never print."""
@@ -84,11 +82,20 @@ def progress_bar(description: str, total: int | None, enabled: bool | None = Non
     if not enabled:
         yield lambda done, tot=None: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     prog = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        _RateColumn(),
+        _rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,

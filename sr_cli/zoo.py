@@ -32,15 +32,20 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 import sr_cli
-from sr_cli.archs import Descriptor, all_specs, get_arch
+from sr_cli.archs.facts import DESCRIPTIONS
 from sr_cli.errors import ModelError, UsageError
 from sr_cli.io.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from sr_cli.archs import Descriptor
+
+# torch and the architectures load inside the functions that build or read networks: listing
+# the zoo and reading safetensors headers (`sr models list`, `--help`) stays free of torch.
 
 BASELINES = ("bicubic", "lanczos", "nearest")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -160,6 +165,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
+    import torch
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -189,6 +196,8 @@ def _pickle_refusal(path: Path, exc: BaseException) -> str:
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     """Unwrap ``params_ema`` / ``params`` / ``state_dict`` and strip ``module.`` prefixes."""
+    from torch import Tensor
+
     for _ in range(3):
         if isinstance(obj, Mapping) and not _all_tensors(obj):
             for key in _WRAPPERS:
@@ -207,6 +216,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 
 
 def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    from torch import Tensor
+
     return all(isinstance(v, Tensor) for v in obj.values())
 
 
@@ -238,6 +249,8 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
 
     Returns ``(arch id, hparams)``; raises ModelError when no registered architecture matches.
     """
+    from sr_cli.archs import all_specs
+
     sd = _strip_module(state_dict)
     for spec in all_specs():
         try:
@@ -255,6 +268,8 @@ def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _hparams_from_metadata(meta: Mapping[str, str], path: Path) -> tuple[str, dict[str, Any]]:
+    from sr_cli.archs import get_arch
+
     arch = meta["arch"]
     spec = get_arch(arch)  # ModelError if unknown
     try:
@@ -276,6 +291,10 @@ def build_loaded(
 ) -> LoadedModel:
     """Build the network for a state dict (metadata arch/hparams when present, else detection),
     load the weights strictly and return it in eval mode, fp32, on the CPU."""
+    import torch
+
+    from sr_cli.archs import get_arch
+
     meta = dict(metadata or {})
     where = source or Path(name or "weights")
     if scale is not None and not (math.isfinite(scale) and scale > 0):
@@ -331,6 +350,8 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
     metadata. Learned models keep their native scale (the engine resizes when asked otherwise).
     Raises ModelError for unknown names (with close matches) and bad files.
     """
+    from sr_cli.archs import get_arch
+
     name = str(name_or_path).strip()
     if name.lower() == "default":
         name = default_model_name(scale)
@@ -483,9 +504,8 @@ def list_models() -> list[ZooEntry]:
     default = default_model_name()
     rows = []
     for b in BASELINES:
-        spec = get_arch(b)
         rows.append(ZooEntry(name=b, arch=b, scale=0, params=0, file=None,
-                             description=spec.description, learned=False))
+                             description=DESCRIPTIONS[b], learned=False))
     rows += sorted(_entries(), key=lambda e: e.name)
     for r in rows:
         r.default = r.name == default

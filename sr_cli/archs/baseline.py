@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor
+from sr_cli.archs.facts import DESCRIPTIONS
 from sr_cli.degrade.resize import KERNELS, imresize
 
 DEFAULT_SCALE = 4.0
@@ -79,7 +80,7 @@ def _make(name: str, description: str) -> ArchSpec:
 
 
 SPECS = [
-    _make("bicubic", "MATLAB imresize bicubic (antialiased when shrinking), any scale"),
-    _make("lanczos", "MATLAB imresize Lanczos-3, any scale"),
-    _make("nearest", "nearest-neighbour interpolation, any scale"),
+    _make("bicubic", DESCRIPTIONS["bicubic"]),
+    _make("lanczos", DESCRIPTIONS["lanczos"]),
+    _make("nearest", DESCRIPTIONS["nearest"]),
 ]

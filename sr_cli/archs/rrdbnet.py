@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
 
 UNSHUFFLE = {4: 1, 2: 2, 1: 4}
 """Pixel-unshuffle factor applied to the input, per network scale."""
@@ -229,7 +230,7 @@ SPEC = ArchSpec(
     describe=describe,
     detect=detect,
     canonical_keys=canonical_keys,
-    description="RRDBNet (ESRGAN / Real-ESRGAN generator), BasicSR layout, x1/x2/x4",
+    description=DESCRIPTIONS["rrdbnet"],
     extra={"tiny": {"num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 2},
            "scales": (1, 2, 4)},
 )

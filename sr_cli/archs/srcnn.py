@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError
 
@@ -154,7 +155,7 @@ SPEC = ArchSpec(
     factory=SRCNN,
     describe=describe,
     detect=detect,
-    description="SRCNN 9-5-5 (Dong et al. 2014), bicubic pre-upsampling, Y or RGB",
+    description=DESCRIPTIONS["srcnn"],
     extra={"tiny": {"in_channels": 1, "scale": 2, "n1": 8, "n2": 4, "f1": 5, "f2": 3, "f3": 3},
            "scales": (2, 3, 4), "scale_in_weights": False},
 )

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
 
 
 def upsample_factors(scale: int) -> list[int]:
@@ -159,6 +160,6 @@ SPEC = ArchSpec(
     factory=SRResNet,
     describe=describe,
     detect=detect,
-    description="SRResNet / SRGAN generator (Ledig et al. 2017), BN + PReLU, sub-pixel x2/x3",
+    description=DESCRIPTIONS["srresnet"],
     extra={"tiny": {"num_feat": 8, "num_block": 2, "scale": 2}, "scales": (2, 3, 4, 8)},
 )

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 
@@ -124,6 +125,6 @@ SPEC = ArchSpec(
     factory=SRVGGNetCompact,
     describe=describe,
     detect=detect,
-    description="SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    description=DESCRIPTIONS["srvgg"],
     extra={"tiny": {"num_feat": 8, "num_conv": 2, "upscale": 2}, "scales": (1, 2, 3, 4)},
 )

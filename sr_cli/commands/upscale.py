@@ -152,8 +152,6 @@ def upscale(
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
     sr upscale in.mp4 out.mp4 -m realesr-animevideov3 --crf 18.
     """
-    from sr_cli.infer.engine import InferenceOptions, Upscaler
-
     console.set_quiet(quiet)
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
@@ -167,6 +165,10 @@ def upscale(
     if not skip_existing:
         refuse_existing([j.dst for j in jobs if j.dst is not None], overwrite,
                         "use --overwrite to replace or --skip-existing to keep existing outputs")
+
+    # torch loads from here on: everything above (usage errors, missing inputs, existing
+    # outputs) is reported without it, so a mistyped command fails at once
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
 
     loaded = _load_models(model or [], mix, scale)
     opts = InferenceOptions(device=device, precision=precision, tile=tile,

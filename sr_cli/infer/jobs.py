@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sr_cli.errors import InputError, UsageError
-from sr_cli.io.images import EXT_OF_FORMAT, format_for_path, is_image_path
+from sr_cli.io.formats import EXT_OF_FORMAT, format_for_path, is_image_path
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif")
 
