@@ -64,6 +64,17 @@ class LoadedModel:
 
 
 @dataclass
+class ModelHeader:
+    """A model described without loading it (see :func:`peek_model`): no network, no torch."""
+
+    name: str
+    desc: Descriptor
+    params: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+
+@dataclass
 class ZooEntry:
     """One row of ``sr models list``."""
 
@@ -376,6 +387,59 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ModelError(f"unknown model {name!r}{hint} (see `sr models list`)")
+
+
+def peek_model(name_or_path: str, *, header_only: bool = False) -> ModelHeader | None:
+    """Describe a model without torch: a baseline, or (``header_only``) a ``.safetensors`` file
+    from its header, whose metadata names the architecture and hyperparameters (zoo models).
+
+    Returns None when the weights must be loaded to tell (``.pth`` files, files without that
+    metadata, unknown hyperparameters, an incomplete file, unknown names): :func:`load_model`
+    then gives the answer or the error. The header path does not check the weights (NaN,
+    shapes); :func:`load_model` does.
+    """
+    from sr_cli.archs.facts import DEFAULTS, DESCRIBE
+
+    name = str(name_or_path).strip()
+    if name.lower() == "default":
+        name = default_model_name()
+    if name.lower() in BASELINES:
+        b = name.lower()
+        return ModelHeader(name=b, desc=DESCRIBE[b](dict(DEFAULTS[b])), params=0)
+    if not header_only:
+        return None
+    path = Path(name).expanduser()
+    key = None
+    if not path.is_file():
+        key = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+        path = _zoo_files().get(key, path)
+    if not path.is_file() or path.suffix.lower() != ".safetensors" or not _complete(path):
+        return None
+    meta, params = _header(path)
+    arch = meta.get("arch", "").lower()
+    try:
+        hp = json.loads(meta["hparams"])
+        if arch not in DESCRIBE or not isinstance(hp, dict) or set(hp) - set(DEFAULTS[arch]):
+            return None
+        desc = DESCRIBE[arch]({**DEFAULTS[arch], **hp})
+    except (KeyError, ValueError, TypeError):
+        return None
+    return ModelHeader(name=key or meta.get("name") or path.stem, desc=desc, params=params,
+                       metadata=meta, source=path)
+
+
+def _complete(path: Path) -> bool:
+    """True when a safetensors file is as long as its header says (not truncated)."""
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n)) if n <= 100_000_000 else None
+        if not isinstance(header, dict):
+            return False
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return path.stat().st_size == 8 + n + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
 
 
 def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel:

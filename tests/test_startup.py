@@ -116,14 +116,44 @@ def test_manpage_generator_is_light(tmp_path):
     assert res["heavy"] == [], res["heavy"]
 
 
-def test_models_info_of_a_safetensors_file_is_light(tmp_path):
-    """`sr models info` reads a .safetensors header only (shipped models, or a tiny file)."""
+def test_models_info_header_and_baseline_are_light(tmp_path):
+    """`sr models info --header` reads a .safetensors header only; a baseline has no weights."""
+    res = run_light(["models", "info", "bicubic"], tmp_path)
+    assert res["code"] == 0 and res["heavy"] == [], (res["heavy"], res["stderr"])
     shipped = sorted((REPO / "models").glob("*.safetensors"))
     if not shipped:
         pytest.skip("no shipped model in models/")
-    res = run_light(["models", "info", str(shipped[0])], tmp_path)
+    res = run_light(["models", "info", "--header", str(shipped[0])], tmp_path)
     assert res["code"] == 0, res["stderr"]
     assert res["heavy"] == [], res["heavy"]
+
+
+def test_models_info_header_matches_a_full_load(runner, tmp_path):
+    """The header-only facts (sr_cli.archs.facts) agree with loading the network, for every
+    registered architecture and every shipped model."""
+    from sr_cli.archs import all_specs, build
+    from sr_cli.cli import app
+    from sr_cli.zoo import save_model
+
+    files = sorted((REPO / "models").glob("*.safetensors"))
+    for spec in all_specs():
+        if spec.extra.get("learned", True):
+            net, desc = build(spec.name, **spec.extra["tiny"])
+            save_model(tmp_path / f"{spec.name}.safetensors", net, desc, {"name": spec.name})
+            files.append(tmp_path / f"{spec.name}.safetensors")
+    for name in [*(str(f) for f in files), "bicubic", "lanczos", "nearest"]:
+        full = runner.invoke(app, ["models", "info", name, "--json"])
+        fast = runner.invoke(app, ["models", "info", name, "--json", "--header"])
+        assert full.exit_code == 0 and fast.exit_code == 0, (name, full.output, fast.output)
+        assert json.loads(fast.stdout) == json.loads(full.stdout), name
+
+
+def test_baseline_kernel_widths_match_imresize():
+    from sr_cli.archs.facts import BASELINE_KERNEL_OF, BASELINE_KERNEL_WIDTH
+    from sr_cli.degrade.resize import KERNELS
+
+    for kernel in BASELINE_KERNEL_OF.values():
+        assert BASELINE_KERNEL_WIDTH[kernel] == KERNELS[kernel][1], kernel
 
 
 def _usage_cases(tmp_path: Path) -> list[tuple[list[str], int]]:

@@ -15,23 +15,17 @@ and the old ESRGAN ``model.N`` layout (``model.1.sub.N.RDBK.convJ.0``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict
 from sr_cli.archs.facts import DESCRIPTIONS
-
-UNSHUFFLE = {4: 1, 2: 2, 1: 4}
-"""Pixel-unshuffle factor applied to the input, per network scale."""
-
-PRACTICAL_CONTEXT = 32
-"""Tiling overlap used for RRDBNet (input pixels). The theoretical receptive radius is hundreds
-of pixels, but the influence of far pixels decays fast: the target is tiled output within 1/255 of
-untiled output on trained weights."""
+from sr_cli.archs.facts import RRDBNET_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import RRDBNET_UNSHUFFLE as UNSHUFFLE
+from sr_cli.archs.facts import describe_rrdbnet as describe
 
 
 @torch.no_grad()
@@ -117,40 +111,6 @@ class RRDBNet(nn.Module):
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
-
-DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
-                            "num_block": 23, "num_grow_ch": 32}
-
-
-def receptive_radius(hp: Mapping[str, Any]) -> int:
-    """Theoretical receptive radius in input pixels (zero-padded 3x3 convs everywhere).
-
-    Backwards from an output pixel: conv_last, conv_hr, conv_up2 (radius 3 at 4x), nearest x2
-    (``ceil(R/2)``), conv_up1, nearest x2, conv_body + 15 convs per RRDB + conv_first, then the
-    pixel unshuffle by ``u`` (``u*R + u - 1`` input pixels).
-    """
-    u = UNSHUFFLE[int(hp["scale"])]
-    r = 3
-    r = -(-r // 2) + 1
-    r = -(-r // 2) + 1 + 15 * int(hp["num_block"]) + 1
-    return u * r + u - 1
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the theoretical radius when small, else :data:`PRACTICAL_CONTEXT`."""
-    u = UNSHUFFLE[int(hp["scale"])]
-    ctx = min(receptive_radius(hp), PRACTICAL_CONTEXT)
-    ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
-    return Descriptor(
-        arch="rrdbnet",
-        scale=int(hp["scale"]),
-        in_channels=int(hp["num_in_ch"]),
-        hparams=dict(hp),
-        size_multiple=u,
-        context=ctx,
-        supports_half=True,
-    )
 
 
 _ORIG = [

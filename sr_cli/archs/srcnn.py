@@ -18,15 +18,15 @@ Differences from the paper, on purpose:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict
 from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import SRCNN_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import describe_srcnn as describe
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError
 
@@ -103,27 +103,6 @@ class SRCNN(nn.Module):
             y = self._net(ycc[:, :1])
             return ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))
         raise InputError(f"SRCNN with {self.in_channels} channel(s) cannot take {c}-channel input")
-
-
-DEFAULTS: dict[str, Any] = {"in_channels": 1, "scale": 3, "n1": 64, "n2": 32, "f1": 9, "f2": 5,
-                            "f3": 5}
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the conv radius ``(f1+f2+f3-3)/2`` in HR pixels, in LR pixels, plus the 2-pixel
-    support of the bicubic kernel (exact)."""
-    radius_hr = (hp["f1"] + hp["f2"] + hp["f3"] - 3) // 2
-    context = math.ceil(radius_hr / hp["scale"]) + 2
-    return Descriptor(
-        arch="srcnn",
-        scale=int(hp["scale"]),
-        in_channels=int(hp["in_channels"]),
-        hparams=dict(hp),
-        accepts_rgb=hp["in_channels"] == 1,
-        size_multiple=1,
-        context=context,
-        supports_half=True,
-    )
 
 
 def detect(sd: StateDict) -> dict[str, Any] | None:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict
 from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import SRVGG_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import describe_srvgg as describe
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 
@@ -67,22 +68,6 @@ class SRVGGNetCompact(nn.Module):
             out = layer(out)
         out = self.upsampler(out)
         return out + F.interpolate(x, scale_factor=float(self.upscale), mode="nearest")
-
-
-DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16,
-                            "upscale": 4, "act_type": "prelu"}
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius."""
-    return Descriptor(
-        arch="srvgg",
-        scale=int(hp["upscale"]),
-        in_channels=int(hp["num_in_ch"]),
-        hparams=dict(hp),
-        context=int(hp["num_conv"]) + 2,
-        supports_half=True,
-    )
 
 
 _KEY = re.compile(r"^body\.(\d+)\.weight$")
