@@ -9,6 +9,7 @@ re-exports them under its own names (``DEFAULTS``, ``describe``, ...).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -198,6 +199,6 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     "srresnet": describe_srresnet,
     "rrdbnet": describe_rrdbnet,
     "srvgg": describe_srvgg,
-    **{name: (lambda hp, _n=name: describe_baseline(_n, hp)) for name in BASELINE_KERNEL_OF},
+    **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""
