@@ -159,6 +159,8 @@ def test_baseline_kernel_widths_match_imresize():
 def _usage_cases(tmp_path: Path) -> list[tuple[list[str], int]]:
     (tmp_path / "in.png").write_bytes(b"not decoded before the usage checks")
     (tmp_path / "out.png").write_bytes(b"existing")
+    (tmp_path / "in.mp4").write_bytes(b"not probed before the usage checks")
+    (tmp_path / "out.mp4").write_bytes(b"existing")
     for folder in ("imgs", "out"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "in.png").write_bytes(b"existing")
@@ -170,6 +172,9 @@ def _usage_cases(tmp_path: Path) -> list[tuple[list[str], int]]:
         (["upscale", "imgs", "out"], 2),                       # folder: existing output
         (["upscale", "in.png", "out.png", "--overwrite", "--skip-existing"], 2),
         (["upscale", "in.png", "x.xyz"], 2),                  # unknown output format
+        (["upscale", "missing.mp4", "x.mp4"], 3),             # video: missing input
+        (["upscale", "in.mp4", "out.mp4"], 2),                # video: existing output
+        (["upscale", "in.mp4", "-"], 2),                      # video: no stdout
         (["degrade", "--scale", "two"], 2),
         (["score", "--no-such-option"], 2),
         (["train", "--steps"], 2),                            # missing option value

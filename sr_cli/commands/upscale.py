@@ -165,6 +165,15 @@ def upscale(
     if not skip_existing:
         refuse_existing([j.dst for j in jobs if j.dst is not None], overwrite,
                         "use --overwrite to replace or --skip-existing to keep existing outputs")
+    if video:
+        from sr_cli.video.pipeline import VideoOptions, plan_video_jobs
+
+        vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                             ffmpeg_args=ffmpeg_args, start=start, duration=duration,
+                             audio=not no_audio, subtitles=not no_subtitles, resume=resume,
+                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
+        refuse_existing([j.dst for j in plan_video_jobs(inputs, out, vopts)
+                         if j.kind != "frames_out"], overwrite)
 
     # torch loads from here on: everything above (usage errors, missing inputs, existing
     # outputs) is reported without it, so a mistyped command fails at once
@@ -176,12 +185,8 @@ def upscale(
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
 
     if video:
-        from sr_cli.video import VideoOptions, upscale_videos
+        from sr_cli.video import upscale_videos
 
-        vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
-                             ffmpeg_args=ffmpeg_args, start=start, duration=duration,
-                             audio=not no_audio, subtitles=not no_subtitles, resume=resume,
-                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
         with console.progress_bar("frames", None) as frames_bar:
             summary = upscale_videos(inputs, out, upscaler, scale, vopts, progress=frames_bar,
                                      on_note=console.info)
