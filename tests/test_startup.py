@@ -1,7 +1,8 @@
 """The import-time rule, in one place: light commands never import the heavy libraries.
 
-`sr --version`, every `--help`, `sr models list`/`info` of a .safetensors file, `sr train
---list`, the man-page generator and usage errors (bad option, missing input, existing output)
+`sr --version`, every `--help`, `sr models list`, `sr models info` of a baseline or with
+--header, `sr train --list` / `--print-config`, the man-page generator and usage errors (bad
+option, missing input, existing output)
 must run without torch, numpy, image decoders or rich's progress machinery, so that `sr` in a
 shell loop or a mistyped command answers at once. Each case runs in a fresh interpreter (the
 test process itself has torch loaded): the harness below runs the Typer app in-process with
@@ -91,6 +92,7 @@ LIGHT = [
     ["models", "list"],
     ["models", "list", "--json"],
     ["train", "--list"],
+    ["train", "srcnn", "--print-config"],
 ]
 
 
