@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - older Typer on top of the click packag
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from sr_cli import __version__
-from sr_cli.console import err_console
+from sr_cli.console import stderr_console
 from sr_cli.errors import ExitCode, SRError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +40,7 @@ def _want_traceback() -> bool:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err_console.print(f"sr: error: {message}", markup=False, style="red", soft_wrap=True)
+    stderr_console().print(f"sr: error: {message}", markup=False, style="red", soft_wrap=True)
     return typer.Exit(int(code))
 
 
@@ -48,7 +48,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
                       lineno: int, file: Any = None, line: str | None = None) -> None:
     """Show a Python warning (ours or a library's) as one ``sr: warning:`` line on stderr."""
     text = str(message).strip().splitlines()
-    err_console.print(f"sr: warning: {text[0] if text else category.__name__}",
+    stderr_console().print(f"sr: warning: {text[0] if text else category.__name__}",
                       markup=False, style="yellow", soft_wrap=True)
 
 
@@ -73,7 +73,7 @@ def guard(fn: F) -> F:
                 traceback.print_exc(file=sys.stderr)
             raise _fail(exc.message, exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("sr: interrupted", markup=False)
+            stderr_console().print("sr: interrupted", markup=False)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
@@ -143,7 +143,7 @@ class SRGroup(TyperGroup):
             exc.show()
             sys.exit(exc.exit_code)
         except typer.Abort:
-            err_console.print("sr: interrupted", markup=False)
+            stderr_console().print("sr: interrupted", markup=False)
             sys.exit(int(ExitCode.INTERRUPTED))
         # Not standalone: Click returns the code of a typer.Exit, or the command's return
         # value (commands return None, see guard).

@@ -6,34 +6,53 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
 
-# Resolves sys.stderr lazily, so it follows redirection (and Click's test runner).
-# emoji=False: paths and values like "cuda:x:" must print verbatim, not as emoji codes.
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    err_console: Console
 
 _quiet = False
+_console: Console | None = None
 
 
-class _RateColumn(ProgressColumn):
-    """Items per second (frames/s, images/s), blank until measurable."""
+def stderr_console() -> Console:
+    """The stderr console, created on first use: commands that print no message (--version,
+    --help, data on stdout) never import rich. ``console.err_console`` is the same object.
 
-    def render(self, task: Any) -> Any:
-        from rich.text import Text
+    It resolves sys.stderr lazily, so it follows redirection (and Click's test runner).
+    emoji=False: paths and values like "cuda:x:" must print verbatim, not as emoji codes.
+    """
+    global _console
+    if _console is None:
+        from rich.console import Console
 
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.2f}/s")
+        _console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    return _console
+
+
+def __getattr__(name: str) -> Any:
+    if name == "err_console":
+        return stderr_console()
+    raise AttributeError(f"module 'sr_cli.console' has no attribute {name!r}")
+
+
+def _rate_column() -> Any:
+    """A column with items per second (frames/s, images/s), blank until measurable.
+
+    Built on first use: rich.progress is imported only when a progress bar is shown.
+    """
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:.2f}/s")
+
+    return _RateColumn()
+
 
 ProgressCallback = Callable[[int, int], None]
 """Core modules report progress as ``callback(done, total)``; they never print."""
@@ -58,12 +77,12 @@ def stderr_is_tty() -> bool:
 def info(message: str) -> None:
     """A human-readable note on stderr (suppressed by --quiet)."""
     if not _quiet:
-        err_console.print(message, markup=False)
+        stderr_console().print(message, markup=False)
 
 
 def warn(message: str) -> None:
     """A warning on stderr (shown even with --quiet)."""
-    err_console.print(f"sr: warning: {message}", markup=False, style="yellow")
+    stderr_console().print(f"sr: warning: {message}", markup=False, style="yellow")
 
 
 def show_progress() -> bool:
@@ -84,14 +103,23 @@ def progress_bar(description: str, total: int | None, enabled: bool | None = Non
     if not enabled:
         yield lambda done, tot=None: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     prog = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        _RateColumn(),
+        _rate_column(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=stderr_console(),
         transient=True,
     )
     with prog:

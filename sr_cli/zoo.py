@@ -33,15 +33,20 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 import sr_cli
-from sr_cli.archs import Descriptor, all_specs, get_arch
+from sr_cli.archs.facts import DESCRIPTIONS
 from sr_cli.errors import ModelError, UsageError
 from sr_cli.io.atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from sr_cli.archs import Descriptor
+
+# torch and the architectures load inside the functions that build or read networks: listing
+# the zoo and reading safetensors headers (`sr models list`, `--help`) stays free of torch.
 
 BASELINES = ("bicubic", "lanczos", "nearest")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".param")
@@ -55,6 +60,17 @@ class LoadedModel:
     name: str
     net: nn.Module
     desc: Descriptor
+    metadata: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None
+
+
+@dataclass
+class ModelHeader:
+    """A model described without loading it (see :func:`peek_model`): no network, no torch."""
+
+    name: str
+    desc: Descriptor
+    params: int
     metadata: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
 
@@ -167,6 +183,8 @@ def _short(exc: BaseException) -> str:
 
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
+    import torch
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -196,6 +214,8 @@ def _pickle_refusal(path: Path, exc: BaseException) -> str:
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     """Unwrap ``params_ema`` / ``params`` / ``state_dict`` and strip ``module.`` prefixes."""
+    from torch import Tensor
+
     for _ in range(3):
         if isinstance(obj, Mapping) and not _all_tensors(obj):
             for key in _WRAPPERS:
@@ -214,6 +234,8 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 
 
 def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    from torch import Tensor
+
     return all(isinstance(v, Tensor) for v in obj.values())
 
 
@@ -264,6 +286,8 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> tuple[str, dict[str, Any]]:
 
     Returns ``(arch id, hparams)``; raises ModelError when no registered architecture matches.
     """
+    from sr_cli.archs import all_specs
+
     sd = _strip_module(state_dict)
     for spec in all_specs():
         try:
@@ -281,6 +305,8 @@ def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _hparams_from_metadata(meta: Mapping[str, str], path: Path) -> tuple[str, dict[str, Any]]:
+    from sr_cli.archs import get_arch
+
     arch = meta["arch"]
     spec = get_arch(arch)  # ModelError if unknown
     try:
@@ -302,6 +328,10 @@ def build_loaded(
 ) -> LoadedModel:
     """Build the network for a state dict (metadata arch/hparams when present, else detection),
     load the weights strictly and return it in eval mode, fp32, on the CPU."""
+    import torch
+
+    from sr_cli.archs import get_arch
+
     meta = dict(metadata or {})
     where = source or Path(name or "weights")
     if scale is not None and not (math.isfinite(scale) and scale > 0):
@@ -346,6 +376,8 @@ def instantiate(factory: Any, hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -
     buffer) is built normally instead. Raises TypeError/ValueError (bad hparams) or RuntimeError
     (weights that do not fit).
     """
+    import torch
+
     with torch.device("meta"):
         net = factory(**hp)
     net.load_state_dict(sd, strict=True, assign=True)
@@ -372,6 +404,8 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
     metadata. Learned models keep their native scale (the engine resizes when asked otherwise).
     Raises ModelError for unknown names (with close matches) and bad files.
     """
+    from sr_cli.archs import get_arch
+
     name = str(name_or_path).strip()
     if name.lower() == "default":
         name = default_model_name(scale)
@@ -419,6 +453,59 @@ def _official_hint(name: str) -> str | None:
     return (f"{entry.name} is an official model that is not fetched yet: run `sr models fetch "
             f"{entry.name}` (or, with a copy downloaded by hand, `sr models fetch {entry.name} "
             f"--file {entry.filename}`)")
+
+
+def peek_model(name_or_path: str, *, header_only: bool = False) -> ModelHeader | None:
+    """Describe a model without torch: a baseline, or (``header_only``) a ``.safetensors`` file
+    from its header, whose metadata names the architecture and hyperparameters (zoo models).
+
+    Returns None when the weights must be loaded to tell (``.pth`` files, files without that
+    metadata, unknown hyperparameters, an incomplete file, unknown names): :func:`load_model`
+    then gives the answer or the error. The header path does not check the weights (NaN,
+    shapes); :func:`load_model` does.
+    """
+    from sr_cli.archs.facts import DEFAULTS, DESCRIBE
+
+    name = str(name_or_path).strip()
+    if name.lower() == "default":
+        name = default_model_name()
+    if name.lower() in BASELINES:
+        b = name.lower()
+        return ModelHeader(name=b, desc=DESCRIBE[b](dict(DEFAULTS[b])), params=0)
+    if not header_only:
+        return None
+    path = Path(name).expanduser()
+    key = None
+    if not path.is_file():
+        key = name[: -len(".safetensors")] if name.endswith(".safetensors") else name
+        path = _zoo_files().get(key, path)
+    if not path.is_file() or path.suffix.lower() != ".safetensors" or not _complete(path):
+        return None
+    meta, params = _header(path)
+    arch = meta.get("arch", "").lower()
+    try:
+        hp = json.loads(meta["hparams"])
+        if arch not in DESCRIBE or not isinstance(hp, dict) or set(hp) - set(DEFAULTS[arch]):
+            return None
+        desc = DESCRIBE[arch]({**DEFAULTS[arch], **hp})
+    except (KeyError, ValueError, TypeError):
+        return None
+    return ModelHeader(name=key or meta.get("name") or path.stem, desc=desc, params=params,
+                       metadata=meta, source=path)
+
+
+def _complete(path: Path) -> bool:
+    """True when a safetensors file is as long as its header says (not truncated)."""
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n)) if n <= 100_000_000 else None
+        if not isinstance(header, dict):
+            return False
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return path.stat().st_size == 8 + n + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
 
 
 def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel:
@@ -552,9 +639,8 @@ def list_models() -> list[ZooEntry]:
     default = default_model_name()
     rows = []
     for b in BASELINES:
-        spec = get_arch(b)
         rows.append(ZooEntry(name=b, arch=b, scale=0, params=0, file=None,
-                             description=spec.description, learned=False))
+                             description=DESCRIPTIONS[b], learned=False))
     rows += sorted(_entries(), key=lambda e: e.name)
     for r in rows:
         r.default = r.name == default

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # annotations only: this module stays importable without torch
+    import torch
+    from torch import nn
 
-StateDict = Mapping[str, torch.Tensor]
+StateDict = Mapping[str, "torch.Tensor"]
 
 
 @dataclass(frozen=True)

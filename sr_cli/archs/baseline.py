@@ -17,12 +17,16 @@ import torch
 from torch import nn
 
 from sr_cli.archs.base import ArchSpec, Descriptor
-from sr_cli.degrade.resize import KERNELS, imresize
+from sr_cli.archs.facts import (
+    BASELINE_DEFAULT_SCALE,
+    BASELINE_KERNEL_OF,
+    DESCRIPTIONS,
+    describe_baseline,
+)
+from sr_cli.degrade.resize import imresize
 
-DEFAULT_SCALE = 4.0
-
-# baseline id -> imresize kernel name
-KERNEL_OF = {"bicubic": "cubic", "lanczos": "lanczos3", "nearest": "nearest"}
+DEFAULT_SCALE = BASELINE_DEFAULT_SCALE
+KERNEL_OF = BASELINE_KERNEL_OF  # baseline id -> imresize kernel name
 
 
 class Interpolate(nn.Module):
@@ -52,21 +56,7 @@ def _make(name: str, description: str) -> ArchSpec:
         return Interpolate(float(scale), kernel)
 
     def describe(hp: Mapping[str, Any]) -> Descriptor:
-        scale = float(hp["scale"])
-        half_width = KERNELS[kernel][1] / 2
-        if kernel != "nearest" and scale < 1:
-            half_width /= scale  # antialiasing widens the kernel when shrinking
-        return Descriptor(
-            arch=name,
-            scale=0,
-            in_channels=3,
-            hparams={"scale": scale},
-            accepts_rgb=True,
-            size_multiple=1,
-            context=math.ceil(half_width) + 1,
-            supports_half=True,
-            learned=False,
-        )
+        return describe_baseline(name, hp)
 
     return ArchSpec(
         name=name,
@@ -79,7 +69,7 @@ def _make(name: str, description: str) -> ArchSpec:
 
 
 SPECS = [
-    _make("bicubic", "MATLAB imresize bicubic (antialiased when shrinking), any scale"),
-    _make("lanczos", "MATLAB imresize Lanczos-3, any scale"),
-    _make("nearest", "nearest-neighbour interpolation, any scale"),
+    _make("bicubic", DESCRIPTIONS["bicubic"]),
+    _make("lanczos", DESCRIPTIONS["lanczos"]),
+    _make("nearest", DESCRIPTIONS["nearest"]),
 ]

@@ -19,22 +19,17 @@ and the old ESRGAN ``model.N`` layout (``model.1.sub.N.RDBK.convJ.0``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
-
-UNSHUFFLE = {4: 1, 2: 2, 1: 4}
-"""Pixel-unshuffle factor applied to the input, per network scale."""
-
-PRACTICAL_CONTEXT = 32
-"""Tiling overlap used for RRDBNet (input pixels). The theoretical receptive radius is hundreds
-of pixels, but the influence of far pixels decays fast: the target is tiled output within 1/255 of
-untiled output on trained weights."""
+from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import RRDBNET_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import RRDBNET_UNSHUFFLE as UNSHUFFLE
+from sr_cli.archs.facts import describe_rrdbnet as describe
 
 
 @torch.no_grad()
@@ -129,48 +124,6 @@ class RRDBNet(nn.Module):
             up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
             feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
-
-DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
-                            "num_block": 23, "num_grow_ch": 32, "upsample_stages": None}
-
-
-def _layout(hp: Mapping[str, Any]) -> tuple[int, int]:
-    """``(unshuffle factor, upsampling stages)`` of hyperparameters."""
-    if hp.get("upsample_stages") is None:
-        return UNSHUFFLE[int(hp["scale"])], 2
-    return 1, int(hp["upsample_stages"])
-
-
-def receptive_radius(hp: Mapping[str, Any]) -> int:
-    """Theoretical receptive radius in input pixels (zero-padded 3x3 convs everywhere).
-
-    Backwards from an output pixel: conv_last, conv_hr (radius 2), then per upsampling stage
-    its conv (+1) and the nearest x2 (``ceil(R/2)``), then conv_body + 15 convs per RRDB +
-    conv_first, then the pixel unshuffle by ``u`` (``u*R + u - 1`` input pixels).
-    """
-    u, stages = _layout(hp)
-    r = 2
-    for _ in range(stages):
-        r = -(-(r + 1) // 2)
-    r += 15 * int(hp["num_block"]) + 2
-    return u * r + u - 1
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the theoretical radius when small, else :data:`PRACTICAL_CONTEXT`."""
-    u, _ = _layout(hp)
-    ctx = min(receptive_radius(hp), PRACTICAL_CONTEXT)
-    ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
-    return Descriptor(
-        arch="rrdbnet",
-        scale=int(hp["scale"]),
-        in_channels=int(hp["num_in_ch"]),
-        hparams=dict(hp),
-        size_multiple=u,
-        context=ctx,
-        supports_half=True,
-    )
 
 
 _ORIG = [
@@ -272,8 +225,7 @@ SPEC = ArchSpec(
     describe=describe,
     detect=detect,
     canonical_keys=canonical_keys,
-    description="RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
-                "x1/x2/x8 (ESRGAN)",
+    description=DESCRIPTIONS["rrdbnet"],
     extra={"tiny": {"num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 2},
            "scales": (1, 2, 4, 8)},
 )

@@ -18,14 +18,15 @@ Differences from the paper, on purpose:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import SRCNN_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import describe_srcnn as describe
 from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError
 
@@ -104,27 +105,6 @@ class SRCNN(nn.Module):
         raise InputError(f"SRCNN with {self.in_channels} channel(s) cannot take {c}-channel input")
 
 
-DEFAULTS: dict[str, Any] = {"in_channels": 1, "scale": 3, "n1": 64, "n2": 32, "f1": 9, "f2": 5,
-                            "f3": 5}
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the conv radius ``(f1+f2+f3-3)/2`` in HR pixels, in LR pixels, plus the 2-pixel
-    support of the bicubic kernel (exact)."""
-    radius_hr = (hp["f1"] + hp["f2"] + hp["f3"] - 3) // 2
-    context = math.ceil(radius_hr / hp["scale"]) + 2
-    return Descriptor(
-        arch="srcnn",
-        scale=int(hp["scale"]),
-        in_channels=int(hp["in_channels"]),
-        hparams=dict(hp),
-        accepts_rgb=True,  # 3-channel: RGB as is; 1-channel: converts RGB to Y itself
-        size_multiple=1,
-        context=context,
-        supports_half=True,
-    )
-
-
 def detect(sd: StateDict) -> dict[str, Any] | None:
     """Recognise ``conv1/conv2/conv3`` keys; filter sizes and widths come from the shapes.
 
@@ -154,7 +134,7 @@ SPEC = ArchSpec(
     factory=SRCNN,
     describe=describe,
     detect=detect,
-    description="SRCNN 9-5-5 (Dong et al. 2014), bicubic pre-upsampling, Y or RGB",
+    description=DESCRIPTIONS["srcnn"],
     extra={"tiny": {"in_channels": 1, "scale": 2, "n1": 8, "n2": 4, "f1": 5, "f2": 3, "f3": 3},
            "scales": (2, 3, 4), "scale_in_weights": False},
 )

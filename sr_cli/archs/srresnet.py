@@ -18,22 +18,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
-
-
-def upsample_factors(scale: int) -> list[int]:
-    """The pixel-shuffle stages for a scale: 2 -> [2], 3 -> [3], 4 -> [2, 2], 8 -> [2, 2, 2]."""
-    if scale == 3:
-        return [3]
-    if scale >= 2 and scale & (scale - 1) == 0:
-        return [2] * int(math.log2(scale))
-    raise ValueError(f"SRResNet supports scale 2, 3, 4 or 8, got {scale}")
+from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import SRRESNET_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import describe_srresnet as describe
+from sr_cli.archs.facts import upsample_factors_srresnet as upsample_factors
 
 
 def _bn(nf: int, norm: bool) -> nn.Module:
@@ -92,34 +86,6 @@ class SRResNet(nn.Module):
         return self.conv_last(self.upsample(feat))
 
 
-DEFAULTS: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "num_feat": 64, "num_block": 16,
-                            "scale": 4, "norm": True}
-
-
-def receptive_radius(hp: Mapping[str, Any]) -> int:
-    """Exact receptive radius in input pixels (every conv is zero-padded, BN is pointwise).
-
-    Worked backwards from an output pixel: ``conv_last`` reaches 4 output pixels; a pixel
-    shuffle by ``f`` turns a radius ``R`` into ``ceil(R / f)`` pixels before it (worst sub-pixel
-    phase); then each conv adds its half-width.
-    """
-    r = 4  # conv_last 9x9
-    for f in reversed(upsample_factors(int(hp["scale"]))):
-        r = -(-r // f) + 1  # through the shuffle, then the stage's 3x3 conv
-    return r + 1 + 2 * int(hp["num_block"]) + 4  # conv_body, blocks, conv_first 9x9
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    return Descriptor(
-        arch="srresnet",
-        scale=int(hp["scale"]),
-        in_channels=int(hp["in_channels"]),
-        hparams=dict(hp),
-        context=receptive_radius(hp),
-        supports_half=True,
-    )
-
-
 _BLOCK = re.compile(r"^body\.(\d+)\.conv1\.weight$")
 
 
@@ -159,6 +125,6 @@ SPEC = ArchSpec(
     factory=SRResNet,
     describe=describe,
     detect=detect,
-    description="SRResNet / SRGAN generator (Ledig et al. 2017), BN + PReLU, sub-pixel x2/x3",
+    description=DESCRIPTIONS["srresnet"],
     extra={"tiny": {"num_feat": 8, "num_block": 2, "scale": 2}, "scales": (2, 3, 4, 8)},
 )

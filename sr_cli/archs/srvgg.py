@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.facts import DESCRIPTIONS
+from sr_cli.archs.facts import SRVGG_DEFAULTS as DEFAULTS
+from sr_cli.archs.facts import describe_srvgg as describe
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 
@@ -80,26 +82,6 @@ class SRVGGNetCompact(nn.Module):
         return out
 
 
-DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16,
-                            "upscale": 4, "act_type": "prelu", "out_scale": None}
-
-
-def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius (one more
-    input pixel for the bicubic output resize of ``out_scale``)."""
-    up = int(hp["upscale"])
-    out_scale = up if hp.get("out_scale") is None else int(hp["out_scale"])
-    resized = out_scale != up
-    return Descriptor(
-        arch="srvgg",
-        scale=out_scale,
-        in_channels=int(hp["num_in_ch"]),
-        hparams=dict(hp),
-        context=int(hp["num_conv"]) + 2 + (1 if resized else 0),
-        supports_half=True,
-    )
-
-
 _KEY = re.compile(r"^body\.(\d+)\.weight$")
 
 
@@ -140,6 +122,6 @@ SPEC = ArchSpec(
     factory=SRVGGNetCompact,
     describe=describe,
     detect=detect,
-    description="SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    description=DESCRIPTIONS["srvgg"],
     extra={"tiny": {"num_feat": 8, "num_conv": 2, "upscale": 2}, "scales": (1, 2, 3, 4)},
 )

@@ -5,45 +5,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import torch
 import typer
 
 from sr_cli import distributed
 from sr_cli.console import info, progress_bar, set_quiet
-from sr_cli.degrade.config import (
-    DegradeConfig,
-    apply_overrides,
-    load_config_file,
-    merge,
-    to_dict,
-    validate,
-)
-from sr_cli.degrade.pipeline import (
-    apply_classical,
-    apply_realesrgan,
-    bicubic_downscale,
-    derive_seed,
-    make_generator,
-    min_input_size,
-    sample_classical,
-    sample_realesrgan,
-)
-from sr_cli.degrade.resize import imresize
 from sr_cli.errors import InputError, UsageError
 from sr_cli.io.atomic import atomic_write_bytes, make_parent, refuse_existing
-from sr_cli.io.images import (
-    Image,
-    encode_image,
-    format_for_path,
-    is_image_path,
-    read_image,
-    read_stdin_bytes,
-    write_stdout_bytes,
-)
+from sr_cli.io.formats import format_for_path, is_image_path
 from sr_cli.io.positional import split_inputs_output
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from sr_cli.degrade.config import DegradeConfig
+
+# numpy, torch and the degradation code load inside the functions that run them, so
+# `sr degrade --help` and Click's usage errors need none of them.
 
 
 def build_config(
@@ -51,6 +31,14 @@ def build_config(
     order: int | None, seed: int | None, jpeg_backend: str | None,
 ) -> DegradeConfig:
     """Defaults <- config file <- --set overrides <- named flags; validated (UsageError)."""
+    from sr_cli.degrade.config import (
+        DegradeConfig,
+        apply_overrides,
+        load_config_file,
+        merge,
+        validate,
+    )
+
     cfg = DegradeConfig()
     if config is not None:
         merge(cfg, load_config_file(config))
@@ -75,6 +63,9 @@ def build_config(
 
 def _to_rgb_float(pixels: np.ndarray) -> tuple[torch.Tensor, np.ndarray | None, float]:
     """(H, W, C) uint -> ((1, 3, H, W) float32 in [0, 1], alpha plane or None, max value)."""
+    import numpy as np
+    import torch
+
     maxv = 65535.0 if pixels.dtype == np.uint16 else 255.0
     c = pixels.shape[2]
     alpha = pixels[:, :, c - 1] if c in (2, 4) else None
@@ -117,6 +108,20 @@ def degrade_image(
     The HR is cropped to a multiple of the scale. ``params`` (from --replay) fixes every random
     choice; otherwise they are drawn from a generator seeded with ``seed``.
     """
+    import numpy as np
+    import torch
+
+    from sr_cli.degrade.pipeline import (
+        apply_classical,
+        apply_realesrgan,
+        bicubic_downscale,
+        make_generator,
+        min_input_size,
+        sample_classical,
+        sample_realesrgan,
+    )
+    from sr_cli.degrade.resize import imresize
+
     s = cfg.scale
     h, w = pixels.shape[:2]
     need = min_input_size(cfg)
@@ -277,6 +282,8 @@ def degrade(
     images are split across ranks; seeds depend on (seed, name) only, so the bytes do not
     depend on the number of ranks, and rank 0 writes the --record file (docs/scaling.md).
     """
+    import torch
+
     set_quiet(quiet)
     inputs, out = split_inputs_output(list(paths or []), output)
     if len(inputs) > 1:
@@ -296,6 +303,8 @@ def degrade(
 def _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
              replay, pairs, repeat, fmt, jpeg_backend, overwrite, skip_existing=False,
              shard=None) -> None:
+    from sr_cli.degrade.config import to_dict
+
     cfg = build_config(config=config, overrides=list(set_ or []), preset=preset, scale=scale,
                        order=order, seed=seed, jpeg_backend=jpeg_backend)
     part = distributed.current(shard)
@@ -343,6 +352,9 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
           ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[list[Path]],
                      list[tuple[str, int, str]]]:
     """Read, check and degrade this part's images: (results, destinations, records)."""
+    from sr_cli.degrade.pipeline import derive_seed, min_input_size
+    from sr_cli.io.images import Image, read_image, read_stdin_bytes
+
     # ---- gather inputs: (name, loader), then read this rank's / shard's share
     sources: list[tuple[str, Any]] = []
     src = Path(input)
@@ -420,6 +432,8 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
 
 def _write(results: list[tuple[str, np.ndarray, np.ndarray]], dests: list[list[Path]],
            output: str, pairs: Path | None, fmt: str | None) -> None:
+    from sr_cli.io.images import Image, encode_image, write_stdout_bytes
+
     if output == "-" and pairs is None:
         if results:  # (a rank without the one image has nothing to write)
             f = (fmt or "png").lower()

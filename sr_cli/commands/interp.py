@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 
 from sr_cli import console
 from sr_cli.errors import UsageError
-from sr_cli.interp import (
-    alpha_tag,
-    blend_images,
-    blend_models,
-    check_models,
-    contact_sheet,
-    output_stem,
-    parse_alphas,
-)
 from sr_cli.io.atomic import make_parent, refuse_existing
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# sr_cli.interp (numpy, torch) loads inside the functions: `sr interp --help` stays light.
 
 MODEL_EXT = ".safetensors"
 
@@ -108,6 +103,8 @@ def interp(
     upscaled images pixel by pixel instead. To blend at load time without a file, use
     sr upscale -m A -m B --mix ALPHA.
     """
+    from sr_cli.interp import parse_alphas
+
     if quiet:
         console.set_quiet(True)
     alphas = parse_alphas(alpha, extrapolate=extrapolate)
@@ -126,6 +123,7 @@ def _interp_models(
     tile: int | None, device: str, overwrite: bool,
 ) -> None:
     from sr_cli import zoo
+    from sr_cli.interp import alpha_tag, blend_models, check_models, output_stem
 
     if output == "-":
         raise UsageError("-o -: models are written to files; give a .safetensors path")
@@ -193,6 +191,7 @@ def _interp_models(
 
 
 def _write_sheet(path: Path, tiles: list[tuple[str, np.ndarray]], sheet_tile: int) -> None:
+    from sr_cli.interp import contact_sheet
     from sr_cli.io.images import Image, write_image
 
     sheet = contact_sheet(tiles, max_tile_side=sheet_tile)
@@ -202,6 +201,7 @@ def _write_sheet(path: Path, tiles: list[tuple[str, np.ndarray]], sheet_tile: in
 
 def _interp_images(a: str, b: str, alphas: list[float], output: str, sheet_tile: int,
                    overwrite: bool) -> None:
+    from sr_cli.interp import alpha_tag, blend_images, output_stem
     from sr_cli.io.images import (
         Image,
         encode_image,

@@ -122,19 +122,23 @@ def list_(
         info(f"default model: {default}")
 
 
-def _describe(lm: zoo.LoadedModel) -> dict[str, Any]:
-    d = lm.desc
-    from sr_cli.archs import get_arch
+def _describe(lm: zoo.LoadedModel | zoo.ModelHeader) -> dict[str, Any]:
+    from sr_cli.archs.facts import DESCRIPTIONS
 
+    d = lm.desc
+    if isinstance(lm, zoo.ModelHeader):
+        params = lm.params
+    else:
+        params = sum(p.numel() for p in lm.net.parameters())
     return {
         "name": lm.name,
         "arch": d.arch,
-        "description": get_arch(d.arch).description,
+        "description": DESCRIPTIONS.get(d.arch, ""),
         "scale": zoo.scale_json(d.scale),  # null: any scale (a baseline)
         "in_channels": d.in_channels,
         "accepts_rgb": d.accepts_rgb,
         "learned": d.learned,
-        "params": sum(p.numel() for p in lm.net.parameters()),
+        "params": params,
         "size_multiple": d.size_multiple,
         "context": d.context,
         "supports_half": d.supports_half,
@@ -147,6 +151,12 @@ def _describe(lm: zoo.LoadedModel) -> dict[str, Any]:
 def info_(
     model: Annotated[str, typer.Argument(help="Zoo name, baseline name or weights path.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    header: Annotated[
+        bool,
+        typer.Option("--header", help="Read a .safetensors file's header only: fast, no torch, "
+                     "but the weights are not checked (files without sr metadata and .pth "
+                     "files are still loaded)."),
+    ] = False,
 ) -> None:
     """Show one model: architecture, hyperparameters, scale, channels, parameters, metadata.
 
@@ -154,9 +164,12 @@ def info_(
 
     Works on zoo names, the baselines (bicubic, lanczos, nearest), any .safetensors or .pth
     file (the architecture is detected from the tensors when the file has no metadata) and ncnn
-    .param files. accepts_rgb: RGB images go in as they are (every 3-channel network).
+    .param files. accepts_rgb: RGB images go in as they are (every 3-channel network). The
+    weights are loaded and checked (NaN/Inf, shapes), so a bad file exits with code 4; with
+    --header a zoo .safetensors file is described from its header alone, without torch.
     """
-    facts = _describe(zoo.load_model(model))
+    peeked = zoo.peek_model(model, header_only=header)
+    facts = _describe(peeked if peeked is not None else zoo.load_model(model))
     if as_json:
         typer.echo(json.dumps(facts, indent=2, sort_keys=False))
         return

@@ -9,14 +9,18 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import torch
 import typer
 
 from sr_cli import console, distributed
 from sr_cli.errors import ThresholdError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+# numpy, torch and the metrics load inside the functions that run them: `sr score --help` and
+# Click's usage errors need none of them.
 
 FIT_NIQE = "fit-niqe"
 
@@ -28,6 +32,8 @@ MA_MODEL_HELP = (
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -89,6 +95,8 @@ def _emit(rows: list[dict[str, Any]], means: dict[str, float], metrics: tuple[st
 
 
 def _fit_niqe(folder: str | None, output: str | None, threshold: float) -> None:
+    import numpy as np
+
     from sr_cli.io.atomic import atomic_open
     from sr_cli.io.images import is_image_path, read_image
     from sr_cli.metrics.color import to_channels
@@ -216,6 +224,8 @@ def score(
     are split across ranks; rank 0 gathers the per-image scores, computes the means once and
     prints the same output as one process (docs/scaling.md).
     """
+    import torch
+
     console.set_quiet(quiet)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import tomllib
 import typer
 
-from sr_cli.console import err_console, info, is_quiet, set_quiet, show_progress
+from sr_cli.console import info, is_quiet, set_quiet, show_progress, stderr_console
 from sr_cli.errors import UsageError
 
 
@@ -332,7 +332,7 @@ def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path
             TextColumn(f"train {cfg.recipe}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err_console, transient=True,
+            console=stderr_console(), transient=True,
         )
         with prog:
             # No loss or speed before the first step has produced one.

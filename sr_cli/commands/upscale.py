@@ -170,8 +170,6 @@ def upscale(
     --skip-existing splits the files (a video's segments) across ranks, each on cuda:LOCAL_RANK;
     rank 0 prints the summary and exits with the batch's code (docs/scaling.md).
     """
-    from sr_cli.infer.engine import InferenceOptions, Upscaler
-
     console.set_quiet(quiet)
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
@@ -190,6 +188,20 @@ def upscale(
             "use --overwrite to replace or --skip-existing to keep existing outputs"))
         if part.settle(part.agree(err)):
             return
+    if video:
+        from sr_cli.video.pipeline import VideoOptions, plan_video_jobs
+
+        vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                             ffmpeg_args=ffmpeg_args, start=start, duration=duration,
+                             audio=not no_audio, subtitles=not no_subtitles, resume=resume,
+                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext,
+                             segment_frames=segment_frames)
+        refuse_existing([j.dst for j in plan_video_jobs(inputs, out, vopts)
+                         if j.kind != "frames_out"], overwrite)
+
+    # torch loads from here on: everything above (usage errors, missing inputs, existing
+    # outputs) is reported without it, so a mistyped command fails at once
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
 
     loaded = _load_models(model or [], mix, scale)
     opts = InferenceOptions(device=part.device(device), precision=precision, tile=tile,
@@ -197,13 +209,8 @@ def upscale(
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
 
     if video:
-        from sr_cli.video import VideoOptions, upscale_videos
+        from sr_cli.video import upscale_videos
 
-        vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
-                             ffmpeg_args=ffmpeg_args, start=start, duration=duration,
-                             audio=not no_audio, subtitles=not no_subtitles, resume=resume,
-                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext,
-                             segment_frames=segment_frames)
         with console.progress_bar("frames", None) as frames_bar:
             summary = upscale_videos(inputs, out, upscaler, scale, vopts, progress=frames_bar,
                                      on_note=console.info, shard=part)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sr_cli.errors import InputError, UsageError
-from sr_cli.io.images import EXT_OF_FORMAT, format_for_path, is_image_path
+from sr_cli.io.formats import EXT_OF_FORMAT, format_for_path, is_image_path
 from sr_cli.io.positional import split_inputs_output
 
 __all__ = ["VIDEO_EXTENSIONS", "Job", "plan_jobs", "split_inputs_output"]

@@ -33,20 +33,15 @@ from sr_cli.errors import InputError, UsageError
 from sr_cli.io import png16
 from sr_cli.io.atomic import atomic_write_bytes
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-FORMAT_OF_EXT = {
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".webp": "webp",
-    ".bmp": "bmp",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-}
-EXT_OF_FORMAT = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp",
-                 "tiff": ".tif", "tif": ".tif"}
-
-DEFAULT_MAX_PIXELS = 400_000_000
+# The extension tables live in a light module (no numpy/torch) and are re-exported here.
+from sr_cli.io.formats import (  # noqa: F401
+    DEFAULT_MAX_PIXELS,
+    EXT_OF_FORMAT,
+    FORMAT_OF_EXT,
+    IMAGE_EXTENSIONS,
+    format_for_path,
+    is_image_path,
+)
 
 
 @dataclass
@@ -85,27 +80,6 @@ class Image:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
-
-
-def is_image_path(path: Path) -> bool:
-    """True when the extension is one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def format_for_path(path: Path, override: str | None = None) -> str:
-    """Output format name from ``override`` (e.g. ``--format``) or the extension of ``path``."""
-    if override:
-        fmt = override.lower().lstrip(".")
-        fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt, fmt)
-        if fmt not in EXT_OF_FORMAT:
-            raise UsageError(f"unknown image format {override!r} (png, jpeg, webp, bmp, tiff)")
-        return fmt
-    try:
-        return FORMAT_OF_EXT[path.suffix.lower()]
-    except KeyError:
-        raise UsageError(
-            f"cannot tell the image format of {str(path)!r} from its extension; use --format"
-        ) from None
 
 
 def _normalize(arr: np.ndarray, name: str) -> np.ndarray:

@@ -15,10 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sr_cli.distributed import Shard, attempt
 from sr_cli.errors import InputError, RuntimeFailure, SRError, UsageError
@@ -26,7 +23,12 @@ from sr_cli.infer.jobs import VIDEO_EXTENSIONS
 from sr_cli.io.atomic import make_parent
 from sr_cli.video import encode, mkvpipe, segments
 from sr_cli.video.probe import FrameTimes, MediaInfo, frame_times, probe
-from sr_cli.video.streams import FrameReader, SegmentWriter
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, torch and the frame streams load inside the functions that move pixels: planning
+# (plan_video_jobs) runs before them, so a wrong path fails at once.
 
 Progress = Callable[[int, int], None]
 
@@ -206,6 +208,8 @@ def _video_source(path: Path, vopts: VideoOptions) -> Source:
     w, h = (times.width, times.height) if times.width else (v.width, v.height)
 
     def open_frames() -> tuple[Iterator[np.ndarray], Callable[[], None]]:
+        from sr_cli.video.streams import FrameReader
+
         reader = FrameReader(decode, w, h, label=str(path), depth=vopts.depth)
         return iter(reader), reader.close
 
@@ -237,6 +241,8 @@ def _frames_source(folder: Path, vopts: VideoOptions) -> Source:
 
 
 def _to_rgb8(px: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     """Any image array -> (H, W, 3) uint8 (alpha dropped, gray repeated, 16-bit rounded)."""
     if px.ndim == 2:
         px = px[:, :, None]
@@ -252,6 +258,9 @@ def _to_rgb8(px: np.ndarray) -> np.ndarray:
 
 # -- upscaling -------------------------------------------------------------------------------
 def upscale_frames(upscaler: Any, frames: list[np.ndarray], scale: float | None) -> np.ndarray:
+    import numpy as np
+    import torch
+
     """Upscale ``(H, W, 3)`` uint8 frames in one engine call -> ``(B, H', W', 3)`` uint8.
 
     Same arithmetic as ``Upscaler.upscale_array``: ``float32(x) / 255`` in, ``round(y * 255)``
@@ -340,6 +349,8 @@ def _encode_segment(prep: _Prepared, work: Path, k: int, frames: Iterator[np.nda
                     upscaler: Any, scale: float | None, vopts: VideoOptions,
                     progress: Progress | None) -> None:
     """Upscale segment ``k``'s frames (the next ones of ``frames``) into its ``.part`` file."""
+    from sr_cli.video.streams import SegmentWriter
+
     times = prep.source.times
     n, seg, t0 = len(times), vopts.segment_frames, times.pts[0]
     lo, hi = k * seg, min(n, (k + 1) * seg)

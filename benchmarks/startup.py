@@ -1,0 +1,190 @@
+"""Start-up cost of `sr`: light commands against `python -c pass`, and a loop over files against
+one batch call.
+
+Usage: python benchmarks/startup.py [--runs 7] [--images 20] [--size 64] [--models bicubic,...]
+                                    [--skip-batch]
+
+Part 1 runs each command ``--runs`` times in a fresh interpreter and prints the median wall
+and CPU (user + system, from the child's rusage) time: `python -c pass`, `python -c "import
+torch"` (what every command paid before the imports became lazy), and `import typer` and
+`import typer._adapters` (the part of the CLI framework every sub-command loads: Typer 0.29
+coerces option values through pydantic), and the light commands `sr --version`, `sr upscale
+--help`, `sr models list`, `sr models info --header`, a usage error.
+Each light command is printed with its difference to `python -c pass` (also as a fraction of
+the CPU that `import torch` adds, which moves less with the load than seconds) and checked
+against the target of 0.35 s (wall and CPU). The commands run as `python -m sr_cli` with
+this checkout first on PYTHONPATH, so the code measured is the code next to this script.
+
+Part 2 upscales ``--images`` small generated PNGs (``--size`` pixels square) two ways: one `sr
+upscale IN OUT` process per file (a shell loop) and one `sr upscale in/ out/` call, per model
+of ``--models`` (default: the bicubic baseline and the smallest shipped learned model). It
+prints total wall and CPU time of both and their ratio.
+
+Every child runs with OMP_NUM_THREADS=1. The load average is printed before and after: on a
+busy machine wall times grow (CPU times much less), so read them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # measure this checkout (also for the children: child_env)
+TARGET_S = 0.35
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("SR_PROGRESS", None)
+    return env
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int]:
+    """Run ``argv`` once; (wall seconds, CPU seconds of the child, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, proc.returncode
+
+
+def median_times(argv: list[str], runs: int, cwd: Path | None = None) -> tuple[float, float, int]:
+    walls, cpus, code = [], [], 0
+    timed(argv, cwd)  # warm the file cache
+    for _ in range(runs):
+        w, c, code = timed(argv, cwd)
+        walls.append(w)
+        cpus.append(c)
+    return statistics.median(walls), statistics.median(cpus), code
+
+
+def sr(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sr_cli", *args]
+
+
+def part1(runs: int, work: Path) -> None:
+    (work / "in.png").write_bytes(b"x")
+    (work / "out.png").write_bytes(b"x")
+    shipped = sorted((REPO / "models").glob("*.safetensors"))
+    rows = [
+        ("python -c pass", [sys.executable, "-c", "pass"], False),
+        ('python -c "import torch"', [sys.executable, "-c", "import torch"], False),
+        # the CLI framework's own floor: Typer 0.29 imports pydantic to coerce the options of
+        # any sub-command (even for --help), `sr --version` stops before that
+        ('python -c "import typer"', [sys.executable, "-c", "import typer"], False),
+        ('python -c "import typer._adapters"', [sys.executable, "-c", "import typer._adapters"],
+         False),
+        ("sr --version", sr("--version"), True),
+        ("sr upscale --help", sr("upscale", "--help"), True),
+        ("sr models list", sr("models", "list"), True),
+        *([("sr models info --header NAME", sr("models", "info", "--header",
+                                                shipped[0].stem), True)] if shipped else []),
+        ("sr upscale in.png out.png (exists)", sr("upscale", "in.png", "out.png"), True),
+    ]
+    print(f"median of {runs} runs each (OMP_NUM_THREADS=1)")
+    print(f"{'command':<38}{'wall s':>8}{'cpu s':>8}{'wall-pass':>11}{'cpu-pass':>10}"
+          f"{'x pass':>8}{'cpu-pass / torch':>18}  target")
+    base_w = base_c = torch_c = 0.0
+    for label, argv, light in rows:
+        w, c, code = median_times(argv, runs, work)
+        if label == "python -c pass":
+            base_w, base_c = w, c
+        dw, dc = w - base_w, c - base_c
+        if "import torch" in label:
+            torch_c = dc
+        verdict = ""
+        if light:
+            ok = dw <= TARGET_S and dc <= TARGET_S
+            verdict = f"{'ok' if ok else 'MISSED'} (<= +{TARGET_S:.2f} s)"
+        ratio = w / base_w if base_w else float("nan")
+        # CPU over `python -c pass` as a fraction of what importing torch costs: a figure that
+        # moves less with the machine's load than seconds do
+        share = f"{dc / torch_c:.3f}" if torch_c > 0 else "-"
+        print(f"{label:<38}{w:>8.3f}{c:>8.3f}{dw:>+11.3f}{dc:>+10.3f}{ratio:>8.1f}{share:>18}"
+              f"  {verdict}"
+              + (f"  [exit {code}]" if code else ""))
+
+
+def make_images(folder: Path, n: int, size: int) -> None:
+    import numpy as np
+
+    from sr_cli.io.atomic import atomic_write_bytes
+    from sr_cli.io.images import Image, encode_image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        base = 127 + 100 * np.sin(xx / (3 + i) + yy / 7)[:, :, None] * np.ones((1, 1, 3))
+        pixels = np.clip(base + rng.normal(0, 10, (size, size, 3)), 0, 255).astype(np.uint8)
+        atomic_write_bytes(folder / f"img{i:03d}.png", encode_image(Image(pixels), "png"))
+
+
+def part2(n: int, size: int, models: list[str], work: Path) -> None:
+    src = work / "in"
+    make_images(src, n, size)
+    files = sorted(src.glob("*.png"))
+    print(f"\n{n} images of {size}x{size}: one `sr upscale IN OUT` per file vs one "
+          "`sr upscale in/ out/`")
+    print(f"{'model':<28}{'per file wall':>15}{'cpu':>8}{'one call wall':>15}{'cpu':>8}"
+          f"{'wall ratio':>12}")
+    for model in models:
+        loop_dir, batch_dir = work / f"loop-{model}", work / f"batch-{model}"
+        loop_dir.mkdir()
+        t_wall = t_cpu = 0.0
+        for f in files:
+            w, c, code = timed(sr("upscale", str(f), str(loop_dir / f.name), "-m", model, "-q"))
+            if code:
+                raise SystemExit(f"sr upscale {f} failed with exit {code}")
+            t_wall += w
+            t_cpu += c
+        b_wall, b_cpu, code = timed(sr("upscale", str(src), str(batch_dir), "-m", model, "-q"))
+        if code:
+            raise SystemExit(f"sr upscale {src} failed with exit {code}")
+        print(f"{model:<28}{t_wall:>15.2f}{t_cpu:>8.2f}{b_wall:>15.2f}{b_cpu:>8.2f}"
+              f"{t_wall / b_wall:>11.1f}x")
+        shutil.rmtree(loop_dir)
+        shutil.rmtree(batch_dir)
+
+
+def smallest_learned_model() -> str | None:
+    files = sorted((REPO / "models").glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    return files[0].stem if files else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--models", default=None,
+                    help="comma-separated models for part 2 (default: bicubic and the smallest "
+                         "shipped model)")
+    ap.add_argument("--skip-batch", action="store_true", help="only part 1")
+    args = ap.parse_args()
+    models = (args.models.split(",") if args.models
+              else ["bicubic", *filter(None, [smallest_learned_model()])])
+    print(f"checkout: {REPO}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="sr-startup-") as tmp:
+        work = Path(tmp)
+        part1(args.runs, work)
+        if not args.skip_batch:
+            part2(args.images, args.size, models, work)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

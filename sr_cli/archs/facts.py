@@ -1,0 +1,219 @@
+"""Facts about the architectures that need no torch: one-line descriptions, default
+hyperparameters and the :class:`~sr_cli.archs.base.Descriptor` of given hyperparameters.
+
+``sr models list``, ``sr models info`` of a .safetensors file and ``--help`` read these without
+importing the networks. Each architecture module (``srcnn``, ``srresnet``, ``rrdbnet``,
+``srvgg``, ``baseline``) builds its :class:`~sr_cli.archs.base.ArchSpec` from them and
+re-exports them under its own names (``DEFAULTS``, ``describe``, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sr_cli.archs.base import Descriptor
+
+DESCRIPTIONS: dict[str, str] = {
+    "srcnn": "SRCNN 9-5-5 (Dong et al. 2014), bicubic pre-upsampling, Y or RGB",
+    "srresnet": "SRResNet / SRGAN generator (Ledig et al. 2017), BN + PReLU, sub-pixel x2/x3",
+    "rrdbnet": "RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
+               "x1/x2/x8 (ESRGAN)",
+    "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    "bicubic": "MATLAB imresize bicubic (antialiased when shrinking), any scale",
+    "lanczos": "MATLAB imresize Lanczos-3, any scale",
+    "nearest": "nearest-neighbour interpolation, any scale",
+}
+"""Architecture id -> one line for ``sr models list`` / ``sr models info`` / docs."""
+
+
+# --------------------------------------------------------------------------- srcnn
+
+SRCNN_DEFAULTS: dict[str, Any] = {"in_channels": 1, "scale": 3, "n1": 64, "n2": 32, "f1": 9,
+                                  "f2": 5, "f3": 5}
+
+
+def describe_srcnn(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: the conv radius ``(f1+f2+f3-3)/2`` in HR pixels, in LR pixels, plus the 2-pixel
+    support of the bicubic kernel (exact)."""
+    radius_hr = (hp["f1"] + hp["f2"] + hp["f3"] - 3) // 2
+    context = math.ceil(radius_hr / hp["scale"]) + 2
+    return Descriptor(
+        arch="srcnn",
+        scale=int(hp["scale"]),
+        in_channels=int(hp["in_channels"]),
+        hparams=dict(hp),
+        accepts_rgb=True,  # 3-channel: RGB as is; 1-channel: converts RGB to Y itself
+        size_multiple=1,
+        context=context,
+        supports_half=True,
+    )
+
+
+# --------------------------------------------------------------------------- srresnet
+
+def upsample_factors_srresnet(scale: int) -> list[int]:
+    """The pixel-shuffle stages for a scale: 2 -> [2], 3 -> [3], 4 -> [2, 2], 8 -> [2, 2, 2]."""
+    if scale == 3:
+        return [3]
+    if scale >= 2 and scale & (scale - 1) == 0:
+        return [2] * int(math.log2(scale))
+    raise ValueError(f"SRResNet supports scale 2, 3, 4 or 8, got {scale}")
+
+
+SRRESNET_DEFAULTS: dict[str, Any] = {"in_channels": 3, "out_channels": 3, "num_feat": 64,
+                                     "num_block": 16, "scale": 4, "norm": True}
+
+
+def receptive_radius_srresnet(hp: Mapping[str, Any]) -> int:
+    """Exact receptive radius in input pixels (every conv is zero-padded, BN is pointwise).
+
+    Worked backwards from an output pixel: ``conv_last`` reaches 4 output pixels; a pixel
+    shuffle by ``f`` turns a radius ``R`` into ``ceil(R / f)`` pixels before it (worst sub-pixel
+    phase); then each conv adds its half-width.
+    """
+    r = 4  # conv_last 9x9
+    for f in reversed(upsample_factors_srresnet(int(hp["scale"]))):
+        r = -(-r // f) + 1  # through the shuffle, then the stage's 3x3 conv
+    return r + 1 + 2 * int(hp["num_block"]) + 4  # conv_body, blocks, conv_first 9x9
+
+
+def describe_srresnet(hp: Mapping[str, Any]) -> Descriptor:
+    return Descriptor(
+        arch="srresnet",
+        scale=int(hp["scale"]),
+        in_channels=int(hp["in_channels"]),
+        hparams=dict(hp),
+        context=receptive_radius_srresnet(hp),
+        supports_half=True,
+    )
+
+
+# --------------------------------------------------------------------------- rrdbnet
+
+RRDBNET_UNSHUFFLE = {4: 1, 2: 2, 1: 4}
+"""Pixel-unshuffle factor applied to the input, per network scale."""
+
+RRDBNET_PRACTICAL_CONTEXT = 32
+"""Tiling overlap used for RRDBNet (input pixels). The theoretical receptive radius is hundreds
+of pixels, but the influence of far pixels decays fast: the target is tiled output within 1/255 of
+untiled output on trained weights."""
+
+
+RRDBNET_DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
+                                    "num_block": 23, "num_grow_ch": 32, "upsample_stages": None}
+
+
+def rrdbnet_layout(hp: Mapping[str, Any]) -> tuple[int, int]:
+    """``(unshuffle factor, upsampling stages)`` of hyperparameters: Real-ESRGAN's layout
+    (pixel-unshuffle for x1/x2, two x2 stages) unless ``upsample_stages`` is given (the
+    original ESRGAN's x1/x2/x8 files: no unshuffle, 0-3 stages)."""
+    if hp.get("upsample_stages") is None:
+        return RRDBNET_UNSHUFFLE[int(hp["scale"])], 2
+    return 1, int(hp["upsample_stages"])
+
+
+def receptive_radius_rrdbnet(hp: Mapping[str, Any]) -> int:
+    """Theoretical receptive radius in input pixels (zero-padded 3x3 convs everywhere).
+
+    Backwards from an output pixel: conv_last, conv_hr (radius 2), then per upsampling stage
+    its conv (+1) and the nearest x2 (``ceil(R/2)``), then conv_body + 15 convs per RRDB +
+    conv_first, then the pixel unshuffle by ``u`` (``u*R + u - 1`` input pixels).
+    """
+    u, stages = rrdbnet_layout(hp)
+    r = 2
+    for _ in range(stages):
+        r = -(-(r + 1) // 2)
+    r += 15 * int(hp["num_block"]) + 2
+    return u * r + u - 1
+
+
+def describe_rrdbnet(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: the theoretical radius when small, else :data:`RRDBNET_PRACTICAL_CONTEXT`."""
+    u, _ = rrdbnet_layout(hp)
+    ctx = min(receptive_radius_rrdbnet(hp), RRDBNET_PRACTICAL_CONTEXT)
+    ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
+    return Descriptor(
+        arch="rrdbnet",
+        scale=int(hp["scale"]),
+        in_channels=int(hp["num_in_ch"]),
+        hparams=dict(hp),
+        size_multiple=u,
+        context=ctx,
+        supports_half=True,
+    )
+
+
+# --------------------------------------------------------------------------- srvgg
+
+SRVGG_DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16,
+                                  "upscale": 4, "act_type": "prelu", "out_scale": None}
+
+
+def describe_srvgg(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius (one more
+    input pixel for the bicubic output resize of ``out_scale``)."""
+    up = int(hp["upscale"])
+    out_scale = up if hp.get("out_scale") is None else int(hp["out_scale"])
+    resized = out_scale != up
+    return Descriptor(
+        arch="srvgg",
+        scale=out_scale,
+        in_channels=int(hp["num_in_ch"]),
+        hparams=dict(hp),
+        context=int(hp["num_conv"]) + 2 + (1 if resized else 0),
+        supports_half=True,
+    )
+
+
+# --------------------------------------------------------------------------- baselines
+
+BASELINE_DEFAULT_SCALE = 4.0
+
+BASELINE_KERNEL_OF = {"bicubic": "cubic", "lanczos": "lanczos3", "nearest": "nearest"}
+"""Baseline id -> :func:`sr_cli.degrade.resize.imresize` kernel name."""
+
+BASELINE_KERNEL_WIDTH = {"cubic": 4.0, "lanczos3": 6.0, "nearest": 1.0}
+"""Support width of those kernels (as ``sr_cli.degrade.resize.KERNELS``; a test checks it)."""
+
+
+def describe_baseline(name: str, hp: Mapping[str, Any]) -> Descriptor:
+    kernel = BASELINE_KERNEL_OF[name]
+    scale = float(hp["scale"])
+    half_width = BASELINE_KERNEL_WIDTH[kernel] / 2
+    if kernel != "nearest" and scale < 1:
+        half_width /= scale  # antialiasing widens the kernel when shrinking
+    return Descriptor(
+        arch=name,
+        scale=0,
+        in_channels=3,
+        hparams={"scale": scale},
+        accepts_rgb=True,
+        size_multiple=1,
+        context=math.ceil(half_width) + 1,
+        supports_half=True,
+        learned=False,
+    )
+
+
+# --------------------------------------------------------------------------- by id
+
+DEFAULTS: dict[str, Mapping[str, Any]] = {
+    "srcnn": SRCNN_DEFAULTS,
+    "srresnet": SRRESNET_DEFAULTS,
+    "rrdbnet": RRDBNET_DEFAULTS,
+    "srvgg": SRVGG_DEFAULTS,
+    **{name: {"scale": BASELINE_DEFAULT_SCALE} for name in BASELINE_KERNEL_OF},
+}
+"""Architecture id -> default hyperparameters (the ``ArchSpec.defaults``)."""
+
+DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
+    "srcnn": describe_srcnn,
+    "srresnet": describe_srresnet,
+    "rrdbnet": describe_rrdbnet,
+    "srvgg": describe_srvgg,
+    **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
+}
+"""Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""
