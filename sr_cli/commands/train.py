@@ -230,6 +230,10 @@ def _on_cpu(device: str) -> bool:
     if device.startswith("cuda"):
         return False
     if device == "auto":
+        import glob
+
+        if not glob.glob("/dev/nvidia[0-9]*"):  # no NVIDIA device node: a CPU, without torch
+            return True
         import torch
 
         return not torch.cuda.is_available()
