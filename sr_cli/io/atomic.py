@@ -56,14 +56,26 @@ def note_input(path: str | os.PathLike[str]) -> None:
         _input_paths[str(p.resolve())] = str(p)
 
 
+def input_named(path: str | os.PathLike[str]) -> str | None:
+    """The input of this run that ``path`` is (same device and inode, or same resolved
+    path), as the user named it; None when it is none of them."""
+    p = Path(path)
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(p)
+        same = _inputs.get((st.st_dev, st.st_ino))
+        if same is not None:
+            return same
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        return _input_paths.get(str(p.resolve()))
+    return None
+
+
 def check_output(path: str | os.PathLike[str]) -> None:
     """Refuse (UsageError, exit 2) an output path that is not a regular file or that is an
     input of this run (same file through any name: symlink, hard link, ``..``)."""
     p = Path(path)
     try:
-        st = os.stat(p)
-    except (FileNotFoundError, NotADirectoryError):
-        st = None
+        st: os.stat_result | None = os.stat(p)
     except OSError:
         st = None
     if st is not None:
@@ -75,13 +87,9 @@ def check_output(path: str | os.PathLike[str]) -> None:
                     else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
             raise UsageError(f"{p}: is {kind}; outputs are only written to regular files "
                              "(not even with --overwrite)")
-        same = _inputs.get((st.st_dev, st.st_ino))
-        if same is not None:
-            raise UsageError(f"{p}: is an input of this run ({same}); refusing to overwrite it")
-    with contextlib.suppress(OSError, ValueError, RuntimeError):
-        same = _input_paths.get(str(p.resolve()))
-        if same is not None:
-            raise UsageError(f"{p}: is an input of this run ({same}); refusing to overwrite it")
+    same = input_named(p)
+    if same is not None:
+        raise UsageError(f"{p}: is an input of this run ({same}); refusing to overwrite it")
 
 
 # ------------------------------------------------------------------------ temporary files

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -404,10 +403,7 @@ def read_image(
     non-image data, zero-size or too-large images. Animated files: the first frame.
     """
     label = name or (str(src) if not isinstance(src, bytes) else "<stdin>")
-    if not isinstance(src, bytes):
-        data = read_path_bytes(Path(src), label)
-    else:
-        data = src
+    data = src if isinstance(src, bytes) else read_path_bytes(Path(src), label)
     if not data:
         raise InputError(f"{label}: empty file")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
