@@ -40,7 +40,7 @@ from torch import Tensor, nn
 import sr_cli
 from sr_cli.archs import Descriptor, all_specs, get_arch
 from sr_cli.errors import ModelError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.atomic import atomic_write_bytes, note_input
 
 BASELINES = ("bicubic", "lanczos", "nearest")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
@@ -225,6 +225,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
             head = fh.read(16)
     except OSError as exc:
         raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    note_input(p)  # the output policy: no output of this run may replace it
     if _sniff(p, head) == "safetensors":
         return _read_safetensors(p)
     return _read_torch(p), {}
@@ -299,9 +300,9 @@ def build_loaded(
                 raise ModelError(f"{where}: metadata 'scale' is not a number") from None
     spec = get_arch(arch)
     try:
-        net = spec.factory(**hp)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"{where}: cannot build {arch} with {hp}: {exc}") from None
+        net = spec.create(spec.hparams(**hp))  # sanity of the values, size before allocation
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc.message}") from None
     sd = spec.canonical_keys(_strip_module(state_dict))
     try:
         net.load_state_dict(sd, strict=True)
@@ -340,7 +341,7 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
         if not (math.isfinite(s) and s > 0):
             raise ModelError(f"{name}: scale must be a positive number, got {scale}")
         hp = spec.hparams(scale=s)
-        return LoadedModel(name=spec.name, net=spec.factory(**hp).eval(), desc=spec.describe(hp),
+        return LoadedModel(name=spec.name, net=spec.create(hp).eval(), desc=spec.describe(hp),
                            metadata={}, source=None)
     path = Path(name).expanduser()
     if path.is_file():

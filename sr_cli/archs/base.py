@@ -93,7 +93,69 @@ class ArchSpec:
             )
         hp = dict(self.defaults)
         hp.update(overrides)
-        return hp
+        return _checked_values(self.name, self.defaults, hp)
+
+    def create(self, hp: Mapping[str, Any]) -> nn.Module:
+        """Build the network for ``hp``, refusing (ModelError, exit 4) hyperparameters that
+        describe an absurd network *before* allocating it: the network is first built on the
+        ``meta`` device (no memory) and its parameter count checked against
+        :data:`MAX_PARAMETERS`. Crafted metadata (2**20 channels) cannot exhaust memory."""
+        from sr_cli.errors import ModelError
+
+        hp = dict(hp)
+        try:
+            with torch.device("meta"):
+                probe = self.factory(**hp)
+            count = sum(p.numel() for p in probe.parameters())
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+            raise ModelError(f"cannot build {self.name} with {hp}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
+        if count > MAX_PARAMETERS:
+            raise ModelError(f"{self.name} with {hp} would have {count:,} parameters (more than "
+                             f"{MAX_PARAMETERS:,}); refusing to build it")
+        try:
+            return self.factory(**hp)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot build {self.name} with {hp}: {exc}") from None
 
     def build(self, **overrides: Any) -> nn.Module:
-        return self.factory(**self.hparams(**overrides))
+        return self.create(self.hparams(**overrides))
+
+
+MAX_PARAMETERS = 1 << 28
+"""Largest network ``sr`` builds (268 M parameters, 1 GiB in fp32; the largest real SR model
+here has 17 M). Checked from the hyperparameters, before allocation."""
+
+_COUNTS = ("num_block", "num_conv")  # may be 0; every other integer hyperparameter is >= 1
+
+
+def _checked_values(arch: str, defaults: Mapping[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters of the default's type and in range: integers are integers (>= 1, or
+    >= 0 for block counts), at most 2**20; floats are finite and > 0; flags are booleans.
+    ModelError (exit 4) otherwise, so bad metadata never reaches a constructor."""
+    import math
+
+    from sr_cli.errors import ModelError
+
+    for key, default in defaults.items():
+        v = hp[key]
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ModelError(f"{arch}: hyperparameter {key} must be true or false, got {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ModelError(f"{arch}: hyperparameter {key} must be an integer, got {v!r}")
+            low = 0 if key in _COUNTS else 1
+            if not low <= v <= 1 << 20:
+                raise ModelError(f"{arch}: hyperparameter {key} = {v} is out of range "
+                                 f"({low}..{1 << 20})")
+            hp[key] = v
+        elif isinstance(default, float) and (
+                isinstance(v, bool) or not isinstance(v, (int, float))
+                or not (math.isfinite(v) and v > 0)):
+            raise ModelError(f"{arch}: hyperparameter {key} must be a finite number > 0, "
+                             f"got {v!r}")
+    return hp

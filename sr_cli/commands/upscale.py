@@ -13,13 +13,7 @@ import typer
 
 from sr_cli import console
 from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
-from sr_cli.infer.jobs import (
-    VIDEO_EXTENSIONS,
-    Job,
-    is_video_run,
-    plan_jobs,
-    split_inputs_output,
-)
+from sr_cli.infer.jobs import Job, is_video_run, plan_jobs, split_inputs_output
 from sr_cli.io.atomic import make_parent, refuse_existing
 
 HELP_SCALE = (
