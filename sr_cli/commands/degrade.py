@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import typer
 
-from sr_cli.console import info, progress_bar, set_quiet
+from sr_cli.console import info, progress_bar, set_quiet, warn
 from sr_cli.degrade.config import (
     DegradeConfig,
     apply_overrides,
@@ -31,8 +31,8 @@ from sr_cli.degrade.pipeline import (
     sample_realesrgan,
 )
 from sr_cli.degrade.resize import imresize
-from sr_cli.errors import InputError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes, make_parent, refuse_existing
+from sr_cli.errors import InputError, SRError, UsageError, batch_error
+from sr_cli.io.atomic import atomic_write_bytes, make_parent, note_input, refuse_existing
 from sr_cli.io.images import (
     Image,
     encode_image,
@@ -160,6 +160,7 @@ def degrade_image(
 
 
 def _load_replay(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    note_input(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -282,6 +283,7 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
 
     # ---- gather inputs: (name, loader)
     items: list[tuple[str, Image]] = []
+    failed: list[tuple[str, SRError]] = []
     src = Path(input)
     folder_mode = input != "-" and src.is_dir()
     if input == "-":
@@ -290,7 +292,12 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
         files = sorted(p for p in src.iterdir() if p.is_file() and is_image_path(p))
         if not files:
             raise InputError(f"{input}: no images in folder")
-        items = [(p.name, read_image(p)) for p in files]
+        for p in files:  # a bad file does not stop the others (like sr upscale)
+            try:
+                items.append((p.name, read_image(p)))
+            except SRError as exc:
+                failed.append((str(p), exc))
+                warn(exc.message)
     else:
         items.append((src.name, read_image(src)))
 
@@ -314,12 +321,19 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
     refuse_existing([d for group in dests for d in group]
                     + ([record] if record is not None else []), overwrite)
     need = min_input_size(cfg)
-    for name, img in items:
+    for name, img in list(items):
         if min(img.height, img.width) < need:
-            raise InputError(
+            err = InputError(
                 f"{name}: image {img.width}x{img.height} is too small for preset {cfg.preset} "
                 f"at x{cfg.scale} (needs at least {need} pixels per side)"
             )
+            if not folder_mode:
+                raise err
+            failed.append((str(src / name), err))
+            warn(err.message)
+            items.remove((name, img))
+    if folder_mode:
+        dests = _destinations([n for n, _ in items], repeat, output, pairs, folder_mode)
 
     # ---- process everything in memory, then write
     results: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -355,3 +369,5 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
     if record is not None:
         atomic_write_bytes(record, ("\n".join(records) + "\n").encode())
     info(f"sr degrade: {len(results)} image(s), preset {cfg.preset}, x{cfg.scale}")
+    if failed:
+        raise batch_error(failed, len(failed) + len(items))
