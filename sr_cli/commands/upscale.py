@@ -100,8 +100,11 @@ def upscale(
     ] = False,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="Refuse inputs with more pixels than this "
-                          "(decompression-bomb guard); 0 = no limit.", min=0)
-    ] = 400_000_000,
+                          "(decompression-bomb guard); 0 = no limit. Each input pixel costs "
+                          "about 40 bytes of memory while it is decoded and converted, so the "
+                          "default 50 M pixels needs about 2 GB; raise it for larger scans.",
+                          min=0)
+    ] = 50_000_000,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or notes.")] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary (stdout; stderr when the "
