@@ -10,7 +10,8 @@ happens inside ``forward``, so the engine and the trainer treat every network al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ class ArchSpec:
 
         hp = dict(hp)
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _skip_init():
                 probe = self.factory(**hp)
             count = sum(p.numel() for p in probe.parameters())
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
@@ -121,6 +122,24 @@ class ArchSpec:
 
     def build(self, **overrides: Any) -> nn.Module:
         return self.create(self.hparams(**overrides))
+
+
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """No weight initialisers while probing on the meta device (there is nothing to fill,
+    and their meta decompositions are slow: seconds for a large RRDBNet)."""
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")
+             and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for n in names:
+            setattr(init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
 
 
 MAX_PARAMETERS = 1 << 28
