@@ -124,7 +124,8 @@ def train(
     (`sr train RECIPE --print-config` shows them all). The result is RUN_DIR/model.safetensors
     (EMA weights where the recipe uses EMA), usable with `sr upscale -m`; RUN_DIR also holds
     checkpoint.pt (for --resume; Ctrl-C or SIGTERM saves it first), metrics.jsonl and, with --val,
-    model_best.safetensors. `sr train plot RUN_DIR` draws the curves (needs matplotlib).
+    model_best.safetensors. One run per RUN_DIR at a time (a lock; a second gets exit 2).
+    `sr train plot RUN_DIR` draws the curves (needs matplotlib).
     Multi-GPU: torchrun --nproc_per_node N -m sr_cli train ... (batch_size is per GPU).
     """
     from sr_cli.train.config import apply_overrides, config_to_toml, load_toml
