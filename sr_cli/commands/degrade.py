@@ -292,11 +292,11 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
         files = sorted(p for p in src.iterdir() if p.is_file() and is_image_path(p))
         if not files:
             raise InputError(f"{input}: no images in folder")
-        for p in files:  # a bad file does not stop the others (like sr upscale)
+        for one in files:  # a bad file does not stop the others (like sr upscale)
             try:
-                items.append((p.name, read_image(p)))
+                items.append((one.name, read_image(one)))
             except SRError as exc:
-                failed.append((str(p), exc))
+                failed.append((str(one), exc))
                 warn(exc.message)
     else:
         items.append((src.name, read_image(src)))

@@ -122,7 +122,8 @@ def plan_jobs(
             continue
         p = Path(item)
         if p.is_dir():
-            found = _list_images(p, recursive, None if _is_stdio(output) else Path(output))
+            tree = None if output is None or output == "-" else Path(output)
+            found = _list_images(p, recursive, tree)
             if not found:
                 raise InputError(f"{item}: no images found" + ("" if recursive else
                                  " (use --recursive for subfolders)"))

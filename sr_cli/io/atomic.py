@@ -244,12 +244,12 @@ def refuse_existing(paths: Iterable[str | os.PathLike[str]], overwrite: bool,
     """Check every planned output before any work: the output policy (:func:`check_output`:
     regular files only, never an input), then UsageError when an output already exists and
     ``overwrite`` is false. So nothing is half-written and nothing is replaced unasked."""
-    paths = [Path(p) for p in paths]
-    for p in paths:
+    planned = [Path(p) for p in paths]
+    for p in planned:
         check_output(p)
     if overwrite:
         return
-    existing = [p for p in paths if p.exists()]
+    existing = [p for p in planned if p.exists()]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UsageError(f"{existing[0]} exists{more}; {hint}")
