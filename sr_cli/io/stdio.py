@@ -113,6 +113,17 @@ class _ClosedBuffer(io.RawIOBase):
 _installed = {"done": False}
 
 
+def _read_only(fd: int) -> bool:
+    """A stdout/stderr descriptor open for reading only (a launcher's script file left on
+    fd 2 after ``2>&-``) cannot take a byte: treat it as closed."""
+    try:
+        import fcntl
+
+        return (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) == os.O_RDONLY
+    except (ImportError, OSError):
+        return False
+
+
 def _fd_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -127,13 +138,15 @@ def install() -> None:
     if _installed["done"]:
         return
     _installed["done"] = True
-    closed = [fd for fd in (0, 1, 2) if not _fd_open(fd)]
-    for fd in closed:  # occupy them: the lowest free descriptor is what open() returns
+    closed = [fd for fd in (0, 1, 2) if not _fd_open(fd) or (fd > 0 and _read_only(fd))]
+    for fd in closed:  # occupy them, so no file we open later lands there
         with contextlib.suppress(OSError):
             got = os.open(os.devnull, os.O_RDWR)
             if got != fd:
                 os.dup2(got, fd)
                 os.close(got)
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): messages go nowhere
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     if 1 in closed or sys.stdout is None:
         sys.stdout = _ClosedStdout()
         return
