@@ -83,9 +83,12 @@ def list_inputs(folder: Path, recursive: bool, keep: Callable[[Path], bool],
     accepts, sorted, never inside the output tree ``exclude`` (so ``sr upscale -r in/ in/out/``
     rerun does not take its own outputs as inputs)."""
     tree = None
-    if exclude is not None:
+    if exclude is not None:  # only a proper subfolder: the same folder is an overwrite error
         try:
             tree = exclude.resolve()
+            root = folder.resolve()
+            if tree == root or not _inside(tree, root):
+                tree = None
         except (OSError, RuntimeError):
             tree = None
     it = folder.rglob("*") if recursive else folder.iterdir()
