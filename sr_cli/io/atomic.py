@@ -97,7 +97,8 @@ _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest(
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.sr-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-z]+"
                       r"\.part$")
 STALE_SECONDS = 3600
-"""A temporary file of a live process on another host is left alone this long."""
+"""A temporary file written from another host (a shared folder) is removed once it has not
+changed for this long; on this host, once its process is gone."""
 
 
 def temp_name(target: Path) -> Path:
@@ -124,9 +125,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def sweep_stale_temps(folder: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
-    """Remove this project's temporary files in ``folder`` left by dead processes (same host,
-    PID gone) or older than :data:`STALE_SECONDS`. Runs once per folder and process unless
-    ``force``; returns what it removed. Errors are ignored (it is housekeeping)."""
+    """Remove this project's temporary files in ``folder`` left by dead processes: on this
+    host, those whose PID is gone; from another host, those unchanged for
+    :data:`STALE_SECONDS`. Runs once per folder and process unless ``force``; returns what it
+    removed. Other files are never touched; errors are ignored (it is housekeeping)."""
     key = str(Path(folder).resolve()) if str(folder) else "."
     if key in _swept and not force:
         return []
@@ -143,8 +145,11 @@ def sweep_stale_temps(folder: str | os.PathLike[str], *, force: bool = False) ->
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 pid = int(m.group("pid"))
-                dead = m.group("host") == _HOST and pid != os.getpid() and not _pid_alive(pid)
-                if dead or now - st.st_mtime > STALE_SECONDS:
+                if m.group("host") == _HOST:  # this machine: the owner's PID decides
+                    stale = pid != os.getpid() and not _pid_alive(pid)
+                else:  # another machine (shared folder): untouched for an hour
+                    stale = now - st.st_mtime > STALE_SECONDS
+                if stale:
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
     return removed
