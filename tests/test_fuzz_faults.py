@@ -97,6 +97,30 @@ def test_outputs_through_links_to_an_input_are_refused(runner: CliRunner, img: P
     assert img.read_bytes() == before
 
 
+def test_pairs_and_weights_outputs_follow_the_same_policy(runner: CliRunner, img: Path,
+                                                          tmp_path: Path) -> None:
+    hr = tmp_path / "pairs" / "HR"
+    hr.mkdir(parents=True)
+    os.link(img, hr / "in.png")  # --pairs would write its HR copy over the input
+    before = img.read_bytes()
+    res = runner.invoke(app, ["degrade", str(img), "--pairs", str(tmp_path / "pairs"), "-s", "2",
+                              "--overwrite"])
+    _one_error(res, 2)
+    assert img.read_bytes() == before
+    net, desc = build("srvgg", num_feat=4, num_conv=1, upscale=2)
+    from sr_cli.zoo import save_model
+
+    w = tmp_path / "w.safetensors"
+    save_model(w, net, desc)
+    res = runner.invoke(app, ["models", "convert", str(w), str(tmp_path / "w2.safetensors")])
+    assert res.exit_code == 0, res.output
+    os.unlink(tmp_path / "w2.safetensors")
+    os.symlink(w, tmp_path / "w2.safetensors")
+    res = runner.invoke(app, ["models", "convert", str(w), str(tmp_path / "w2.safetensors"),
+                              "--overwrite"])
+    _one_error(res, 2)
+
+
 def test_outputs_are_only_regular_files(runner: CliRunner, img: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "out.png"
     os.mkfifo(fifo)
