@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -40,16 +41,80 @@ def _want_traceback() -> bool:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    stderr_console().print(f"sr: error: {message}", markup=False, style="red", soft_wrap=True)
+    from sr_cli.console import error
+
+    error(message)  # control characters escaped: a path cannot forge a second line
     return typer.Exit(int(code))
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _install_signals() -> None:
+    """SIGTERM (and SIGHUP) stop a command like Ctrl-C: temporary files are removed, training
+    saves its checkpoint, the exit code is 130. Installed once, from the main thread, and only
+    over the default action (a handler someone else set, or SIG_IGN from nohup, stays)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _terminate)
+
+
+class _LogAsWarning(logging.Handler):
+    """A library's log record (tifffile, PIL, ...) as one ``sr: warning:`` line, without the
+    object reprs libraries put in them; never its raw line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from sr_cli.console import warn, without_reprs
+
+        with contextlib.suppress(Exception):
+            text = without_reprs(record.getMessage().strip().splitlines()[0])
+            warn(f"{record.name.split('.')[0]}: {text}" if text else record.name)
+
+
+def _install_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _LogAsWarning) for h in root.handlers):
+        handler = _LogAsWarning(level=logging.WARNING)
+        root.addHandler(handler)
+
+
+def _settle_stdout() -> None:
+    """After a failure: flush what stdout holds, or drop it when stdout cannot take it, so
+    the interpreter's exit never prints "Exception ignored"."""
+    from sr_cli.io import stdio
+
+    with contextlib.suppress(OSError, ValueError, SRError):
+        stdio.finish()
+
+
+def _os_message(exc: OSError) -> str:
+    """One line for an OSError: the reason and the user's path (never a temporary file)."""
+    from sr_cli.io.atomic import user_path
+
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        what = "no space left on device"
+    name = getattr(exc, "filename", None)
+    return f"{what}: {user_path(str(name))}" if name else what
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
                       lineno: int, file: Any = None, line: str | None = None) -> None:
     """Show a Python warning (ours or a library's) as one ``sr: warning:`` line on stderr."""
+    from sr_cli.console import warn
+
     text = str(message).strip().splitlines()
-    stderr_console().print(f"sr: warning: {text[0] if text else category.__name__}",
-                      markup=False, style="yellow", soft_wrap=True)
+    warn(text[0] if text else category.__name__)
 
 
 def guard(fn: F) -> F:
@@ -61,18 +126,28 @@ def guard(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        from sr_cli.io import atomic, stdio
+
+        atomic.begin_run()
+        stdio.install()
+        _install_signals()
+        _install_logging()
         try:
             with warnings.catch_warnings():
                 if not _want_traceback():
                     warnings.showwarning = _one_line_warning
                 fn(*args, **kwargs)
+            stdio.finish()  # a full disk or /dev/full on stdout fails here, with one line
         except (typer.Exit, typer.Abort):
+            _settle_stdout()
             raise
         except SRError as exc:
+            _settle_stdout()
             if _want_traceback():
                 traceback.print_exc(file=sys.stderr)
             raise _fail(exc.message, exc.exit_code) from None
         except KeyboardInterrupt:
+            _settle_stdout()
             stderr_console().print("sr: interrupted", markup=False)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
@@ -80,23 +155,20 @@ def guard(fn: F) -> F:
             # Point the stdout descriptor at /dev/null so the interpreter's final flush does
             # not raise again (the approach of the Python docs' SIGPIPE note); in-process
             # streams without a descriptor (tests, API use) are left alone.
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
+            stdio.discard()
             raise typer.Exit(int(ExitCode.FAILURE)) from None
         except OSError as exc:
+            _settle_stdout()
             if _want_traceback():
                 traceback.print_exc(file=sys.stderr)
-            what = exc.strerror or str(exc)
-            if exc.errno == errno.ENOSPC:
-                what = "no space left on device"
-            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            raise _fail(f"{what}{where}", ExitCode.FAILURE) from None
+            raise _fail(_os_message(exc), ExitCode.FAILURE) from None
         except MemoryError:
+            _settle_stdout()
             raise _fail(
                 "out of memory (try a smaller --tile or --max-pixels)", ExitCode.FAILURE
             ) from None
         except Exception as exc:  # a bug: still one line, unless --traceback
+            _settle_stdout()
             if _want_traceback():
                 traceback.print_exc(file=sys.stderr)
                 raise typer.Exit(int(ExitCode.FAILURE)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -74,15 +75,44 @@ def stderr_is_tty() -> bool:
         return False
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def clean(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``...), so a file name
+    holding a newline or a terminal escape cannot forge a second ``sr: error:`` line or
+    repaint the terminal. Every message line goes through this."""
+    def esc(m: re.Match[str]) -> str:
+        ch = m.group(0)
+        named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch)
+        return named or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+    return _CONTROL.sub(esc, str(text))
+
+
+def without_reprs(text: str) -> str:
+    """``text`` without Python object reprs a library put in its message
+    (``<x.Y object at 0x7f...>``, ``<tifffile.TiffPages @8>``)."""
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(text))
+    text = re.sub(r"\s*<[A-Za-z_][\w.]*(?:\s[^<>]*)?>", "", text)
+    return text.strip(" :;,")
+
+
 def info(message: str) -> None:
     """A human-readable note on stderr (suppressed by --quiet)."""
     if not _quiet:
-        stderr_console().print(message, markup=False)
+        stderr_console().print(clean(message), markup=False)
 
 
 def warn(message: str) -> None:
     """A warning on stderr (shown even with --quiet)."""
-    stderr_console().print(f"sr: warning: {message}", markup=False, style="yellow")
+    stderr_console().print(f"sr: warning: {clean(message)}", markup=False, style="yellow")
+
+
+def error(message: str) -> None:
+    """The one ``sr: error:`` line of a failed command (the CLI guard prints it)."""
+    stderr_console().print(f"sr: error: {clean(message)}", markup=False, style="red",
+                           soft_wrap=True)
 
 
 def show_progress() -> bool:

@@ -61,3 +61,12 @@ class RuntimeFailure(SRError):
     """A runtime failure: output not writable, disk full, failed items in a batch (exit 1)."""
 
     exit_code = ExitCode.FAILURE
+
+
+def batch_error(failed: list[tuple[str, SRError]], total: int) -> SRError:
+    """The one error of a batch in which some files failed (the others were written): exit
+    code of the failures when they agree (e.g. 3 when all were bad images), else 1."""
+    codes = {int(e.exit_code) for _, e in failed}
+    err = SRError(f"{len(failed)} of {total} file(s) failed: {', '.join(n for n, _ in failed)}")
+    err.exit_code = ExitCode(codes.pop()) if len(codes) == 1 else ExitCode.FAILURE
+    return err

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import sr_cli
 from sr_cli.archs.facts import DESCRIPTIONS
 from sr_cli.errors import ModelError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.atomic import atomic_write_bytes, note_input
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -256,6 +256,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
             head = fh.read(16)
     except OSError as exc:
         raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    note_input(p)  # the output policy: no output of this run may replace it
     ncnn_param = _ncnn_param(p, head)
     if ncnn_param is not None:
         from sr_cli.ncnn import read_ncnn_weights
@@ -354,6 +355,11 @@ def build_loaded(
             except ValueError:
                 raise ModelError(f"{where}: metadata 'scale' is not a number") from None
     spec = get_arch(arch)
+    try:  # sanity of the values and the size, before anything is allocated
+        hp = spec.hparams(**hp)
+        spec.check_size(hp)
+    except ModelError as exc:
+        raise ModelError(f"{where}: {exc.message}") from None
     sd = spec.canonical_keys(_strip_module(state_dict))
     try:
         net = instantiate(spec.factory, hp, sd)
@@ -415,7 +421,7 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
         if not (math.isfinite(s) and s > 0):
             raise ModelError(f"{name}: scale must be a positive number, got {scale}")
         hp = spec.hparams(scale=s)
-        return LoadedModel(name=spec.name, net=spec.factory(**hp).eval(), desc=spec.describe(hp),
+        return LoadedModel(name=spec.name, net=spec.create(hp).eval(), desc=spec.describe(hp),
                            metadata={}, source=None)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "model.safetensors").is_file():  # an `sr train` run folder

@@ -153,15 +153,16 @@ def test_non_integer_scale_is_usage_error(runner, make_image, write_png, tmp_pat
     assert r.exit_code == 2, r.output
 
 
-def test_too_small_images_exit_3_and_write_nothing(runner, make_image, write_png,
-                                                   tmp_path: Path) -> None:
+def test_too_small_images_exit_3(runner, make_image, write_png, tmp_path: Path) -> None:
     write_png("in/big.png", make_image(128, 128))
     write_png("in/tiny.png", make_image(20, 20))
     out = tmp_path / "out"
     r = runner.invoke(app, ["degrade", str(tmp_path / "in"), "-o", str(out), "--order", "2"])
     assert r.exit_code == 3, r.output
     assert "too small" in r.output
-    assert not out.exists() or not any(out.iterdir())
+    # a folder is a batch: the bad file is named, the others are written (like sr upscale)
+    assert "1 of 2 file(s) failed" in r.output and "tiny.png" in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["big.png"]
     write_png("tiny6.png", make_image(6, 6))
     r = runner.invoke(app, ["degrade", str(tmp_path / "tiny6.png"), "-o",
                             str(tmp_path / "t.png"), "-s", "8", "--preset", "classical"])

@@ -445,7 +445,7 @@ def test_write_image_bad_folder_is_runtime_failure(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"x")
     with pytest.raises(RuntimeFailure):
         write_image(tmp_path / "file" / "a.png", img)
-    with pytest.raises(RuntimeFailure, match="is a folder"):
+    with pytest.raises(UsageError, match="is a folder"):  # output policy: exit 2
         write_image(tmp_path, img, fmt="png")
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         ro = tmp_path / "ro"

@@ -10,7 +10,8 @@ happens inside ``forward``, so the engine and the trainer treat every network al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +100,95 @@ class ArchSpec:
             )
         hp = dict(self.defaults)
         hp.update(overrides)
-        return hp
+        return _checked_values(self.name, self.defaults, hp)
+
+    def check_size(self, hp: Mapping[str, Any]) -> None:
+        """Refuse (ModelError, exit 4) hyperparameters that describe an absurd network, before
+        allocating it: the network is built on the ``meta`` device (no memory, no
+        initialisers) and its parameter count checked against :data:`MAX_PARAMETERS`. Crafted
+        metadata (2**20 channels) cannot exhaust memory."""
+        import torch
+
+        from sr_cli.errors import ModelError
+
+        hp = dict(hp)
+        try:
+            with torch.device("meta"), _skip_init():
+                probe = self.factory(**hp)
+            count = sum(p.numel() for p in probe.parameters())
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
+            raise ModelError(f"cannot build {self.name} with {hp}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
+        if count > MAX_PARAMETERS:
+            raise ModelError(f"{self.name} with {hp} would have {count:,} parameters (more than "
+                             f"{MAX_PARAMETERS:,}); refusing to build it")
+
+    def create(self, hp: Mapping[str, Any]) -> nn.Module:
+        """Build the network for ``hp`` after :meth:`check_size` (ModelError, exit 4)."""
+        from sr_cli.errors import ModelError
+
+        self.check_size(hp)
+        try:
+            return self.factory(**dict(hp))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot build {self.name} with {hp}: {exc}") from None
 
     def build(self, **overrides: Any) -> nn.Module:
-        return self.factory(**self.hparams(**overrides))
+        return self.create(self.hparams(**overrides))
+
+
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """No weight initialisers while probing on the meta device (there is nothing to fill,
+    and their meta decompositions are slow: seconds for a large RRDBNet)."""
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")
+             and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+    try:
+        for n in names:
+            setattr(init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(init, n, f)
+
+
+MAX_PARAMETERS = 1 << 28
+"""Largest network ``sr`` builds (268 M parameters, 1 GiB in fp32; the largest real SR model
+here has 17 M). Checked from the hyperparameters, before allocation."""
+
+_COUNTS = ("num_block", "num_conv")  # may be 0; every other integer hyperparameter is >= 1
+
+
+def _checked_values(arch: str, defaults: Mapping[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters of the default's type and in range: integers are integers (>= 1, or
+    >= 0 for block counts), at most 2**20; floats are finite and > 0; flags are booleans.
+    ModelError (exit 4) otherwise, so bad metadata never reaches a constructor."""
+    import math
+
+    from sr_cli.errors import ModelError
+
+    for key, default in defaults.items():
+        v = hp[key]
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise ModelError(f"{arch}: hyperparameter {key} must be true or false, got {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ModelError(f"{arch}: hyperparameter {key} must be an integer, got {v!r}")
+            low = 0 if key in _COUNTS else 1
+            if not low <= v <= 1 << 20:
+                raise ModelError(f"{arch}: hyperparameter {key} = {v} is out of range "
+                                 f"({low}..{1 << 20})")
+            hp[key] = v
+        elif isinstance(default, float) and (
+                isinstance(v, bool) or not isinstance(v, (int, float))
+                or not (math.isfinite(v) and v > 0)):
+            raise ModelError(f"{arch}: hyperparameter {key} must be a finite number > 0, "
+                             f"got {v!r}")
+    return hp

@@ -52,4 +52,4 @@ def build(name: str, **hparams: Any) -> tuple[nn.Module, Descriptor]:
     """Build a network and its descriptor from an architecture id and hyperparameters."""
     spec = get_arch(name)
     hp = spec.hparams(**hparams)
-    return spec.factory(**hp), spec.describe(hp)
+    return spec.create(hp), spec.describe(hp)

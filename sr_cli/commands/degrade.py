@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sr_cli import distributed
-from sr_cli.console import info, progress_bar, set_quiet
-from sr_cli.errors import InputError, UsageError
-from sr_cli.io.atomic import atomic_write_bytes, make_parent, refuse_existing
+from sr_cli.console import info, progress_bar, set_quiet, warn
+from sr_cli.errors import InputError, SRError, UsageError, batch_error
+from sr_cli.io.atomic import atomic_write_bytes, make_parent, note_input, refuse_existing
 from sr_cli.io.formats import format_for_path, is_image_path
 from sr_cli.io.positional import split_inputs_output
 
@@ -167,6 +167,7 @@ def degrade_image(
 
 
 def _load_replay(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    note_input(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -332,31 +333,36 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
     if part.settle(part.agree(err)):
         return
     assert planned is not None
-    results, dests, records = planned
+    results, dests, records, failed, n_read = planned
     _, err = part.attempt(lambda: _write(results, dests, output, pairs, fmt))
-    gathered = part.gather((err, records, len(results)))
+    gathered = part.gather((err, records, len(results), failed, n_read))
     if gathered is None:  # a torchrun rank other than 0, which reports for all
         return
-    err = next((e for e, _, _ in gathered if e is not None), None)
+    err = next((g[0] for g in gathered if g[0] is not None), None)
     if err is not None:
         raise err
     if record is not None:
-        lines = sorted((r for _, recs, _ in gathered for r in recs), key=lambda r: r[:2])
+        lines = sorted((r for g in gathered for r in g[1]), key=lambda r: r[:2])
         atomic_write_bytes(record, ("\n".join(line for _, _, line in lines) + "\n").encode())
-    info(f"sr degrade: {sum(n for _, _, n in gathered)} image(s), preset {cfg.preset}, "
+    info(f"sr degrade: {sum(g[2] for g in gathered)} image(s), preset {cfg.preset}, "
          f"x{cfg.scale}")
+    all_failed = sorted((f for g in gathered for f in g[3]), key=lambda f: f[0])
+    if all_failed:
+        raise batch_error(all_failed, len(all_failed) + sum(g[4] for g in gathered))
 
 
 def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrite,
           skip_existing, part: distributed.Shard
           ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[list[Path]],
-                     list[tuple[str, int, str]]]:
-    """Read, check and degrade this part's images: (results, destinations, records)."""
+                     list[tuple[str, int, str]], list[tuple[str, SRError]], int]:
+    """Read, check and degrade this part's images: (results, destinations, records, failed
+    files, images read). In a folder, a bad file is a failure of its own, not of the run."""
     from sr_cli.degrade.pipeline import derive_seed, min_input_size
     from sr_cli.io.images import Image, read_image, read_stdin_bytes
 
     # ---- gather inputs: (name, loader), then read this rank's / shard's share
     sources: list[tuple[str, Any]] = []
+    failed: list[tuple[str, SRError]] = []
     src = Path(input)
     folder_mode = input != "-" and src.is_dir()
     if input == "-":
@@ -368,8 +374,16 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
         sources = [(p.name, lambda p=p: read_image(p)) for p in files]
     else:
         sources.append((src.name, lambda: read_image(src)))
-    items: list[tuple[str, Image]] = [(name, load())
-                                      for name, load in part.pick(sources, key=lambda s: s[0])]
+    items: list[tuple[str, Image]] = []
+    for name, load in part.pick(sources, key=lambda s: s[0]):
+        if not folder_mode:
+            items.append((name, load()))
+            continue
+        try:  # a bad file does not stop the others (like sr upscale)
+            items.append((name, load()))
+        except SRError as exc:
+            failed.append((str(src / name), exc))
+            warn(exc.message)
 
     # ---- decide destinations before doing any work (no output on error)
     if pairs is None:
@@ -393,12 +407,19 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
         refuse_existing([d for group in dests for d in group]
                         + ([record] if record is not None and part.reports else []), overwrite)
     need = min_input_size(cfg)
-    for name, img in items:
+    for name, img in list(items):
         if min(img.height, img.width) < need:
-            raise InputError(
+            err = InputError(
                 f"{name}: image {img.width}x{img.height} is too small for preset {cfg.preset} "
                 f"at x{cfg.scale} (needs at least {need} pixels per side)"
             )
+            if not folder_mode:
+                raise err
+            failed.append((str(src / name), err))
+            warn(err.message)
+            items.remove((name, img))
+    if folder_mode:
+        dests = _destinations([n for n, _ in items], repeat, output, pairs, folder_mode)
 
     # ---- process everything in memory, then write
     results: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -427,7 +448,7 @@ def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrit
                                                     sort_keys=True)))
                 done += 1
                 cb(done, total)
-    return results, kept, records
+    return results, kept, records, failed, len(items)
 
 
 def _write(results: list[tuple[str, np.ndarray, np.ndarray]], dests: list[list[Path]],

@@ -139,7 +139,8 @@ def train(
     (EMA weights where the recipe uses EMA) of the last checkpoint, usable with `sr upscale -m
     RUN_DIR` also after an interrupt; RUN_DIR also holds checkpoint.pt (for --resume; Ctrl-C or
     SIGTERM stop within seconds and save the last completed step), metrics.jsonl and, with
-    --val, model_best.safetensors. On a CPU, batch and crop sizes are reduced to fit about
+    --val, model_best.safetensors. One run per RUN_DIR at a time (a lock; a second gets exit 2).
+    On a CPU, batch and crop sizes are reduced to fit about
     4 GB (a note says what changed; --published keeps the recipe's values), and after the
     first steps a note gives the speed, the ETA and, for schedules of days, how to shorten them.
     `sr train plot RUN_DIR` draws the curves (needs matplotlib).

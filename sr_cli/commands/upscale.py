@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 
 from sr_cli import console, distributed
 from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
-from sr_cli.infer.jobs import VIDEO_EXTENSIONS, Job, plan_jobs, split_inputs_output
+from sr_cli.infer.jobs import Job, is_video_run, plan_jobs, split_inputs_output
 from sr_cli.io.atomic import make_parent, refuse_existing
 
 HELP_SCALE = (
@@ -23,10 +24,6 @@ HELP_SCALE = (
     "nearest) resize directly. Default: the model's native scale. Without -m, the zoo's "
     "best model of native scale SCALE is used when there is one (a note names it)."
 )
-
-
-def _is_video_path(p: str | None) -> bool:
-    return p is not None and Path(p).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def upscale(
@@ -106,8 +103,11 @@ def upscale(
     ] = False,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", help="Refuse inputs with more pixels than this "
-                          "(decompression-bomb guard); 0 = no limit.", min=0)
-    ] = 400_000_000,
+                          "(decompression-bomb guard); 0 = no limit. Each input pixel costs "
+                          "about 40 bytes of memory while it is decoded and converted, so the "
+                          "default 50 M pixels needs about 2 GB; raise it for larger scans.",
+                          min=0)
+    ] = 50_000_000,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress or notes.")] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary (stdout; stderr when the "
@@ -173,10 +173,10 @@ def upscale(
     console.set_quiet(quiet)
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
-    if scale is not None and not scale > 0:
-        raise UsageError("--scale must be > 0")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise UsageError(f"--scale must be a finite number > 0, got {scale}")
     inputs, out = split_inputs_output(list(paths or []), output)
-    video = any(_is_video_path(i) for i in inputs) or _is_video_path(out)
+    video = is_video_run(inputs, out)
     part = distributed.current(shard)
     # plan image work first: a wrong path fails before a large model is loaded
     all_jobs = [] if video else plan_jobs(inputs, out, recursive=recursive, suffix=suffix,
@@ -338,7 +338,6 @@ def _finish(summary: dict[str, Any], json_out: bool, *, to_stdout: bool) -> None
             console.err_console.print(text, markup=False, highlight=False)
         else:
             sys.stdout.write(text + "\n")
-            sys.stdout.flush()
     n = len(summary.get("files", []))
     if n > 1:
         console.info(f"{summary['ok']} written, {summary['skipped']} skipped, "
@@ -347,6 +346,5 @@ def _finish(summary: dict[str, Any], json_out: bool, *, to_stdout: bool) -> None
         names = ", ".join(r["input"] for r in summary["files"] if r.get("status") == "failed")
         codes = {int(f.exit_code) for f in failures}
         code = codes.pop() if len(codes) == 1 else int(ExitCode.FAILURE)
-        console.err_console.print(f"sr: error: {len(failures)} of {n} file(s) failed: {names}",
-                                  markup=False, style="red")
+        console.error(f"{len(failures)} of {n} file(s) failed: {names}")
         raise typer.Exit(code)

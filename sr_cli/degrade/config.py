@@ -243,6 +243,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or JSON file into a dict; errors -> UsageError."""
     p = Path(path)
     try:
+        from sr_cli.io.atomic import note_input
+
+        note_input(p)
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config {str(p)!r}: {exc.strerror or exc}") from None

@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,11 @@ def _read_pil(data: bytes, label: str, limit: int, fmt: str | None) -> Image:
             ) from None
         raise InputError(f"{label}: not a readable image ({_why(exc)})") from None
     _check_size(im.size[0], im.size[1], limit, label)  # header only: nothing decoded yet
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames > 1:
+        warnings.warn(f"{label}: animated ({frames} frames); only the first frame is used "
+                      "(for every frame of a GIF give a folder or a video OUTPUT)",
+                      AnimatedInputWarning, stacklevel=2)
     try:
         im.seek(0)  # animated GIF / WebP / APNG: the first frame
         im.load()
@@ -274,10 +279,16 @@ def _clean_dpi(dx: float, dy: float) -> tuple[float, float]:
 
 
 def _why(exc: BaseException) -> str:
-    """A short, stable reason: first line, no object addresses, at most 160 characters."""
+    """A short, stable reason: first line, no object reprs (``<x.Y at 0x...>``,
+    ``<tifffile.TiffPages @8>``), at most 160 characters."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    msg = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", msg).strip() or type(exc).__name__
-    return msg[:160]
+    from sr_cli.console import without_reprs
+
+    return (without_reprs(msg) or type(exc).__name__)[:160]
+
+
+class AnimatedInputWarning(UserWarning):
+    """An animated image was read as its first frame (shown as one ``sr: warning:`` line)."""
 
 
 def _read_png16(data: bytes, label: str) -> Image:
@@ -366,22 +377,7 @@ def read_image(
     non-image data, zero-size or too-large images. Animated files: the first frame.
     """
     label = name or (str(src) if not isinstance(src, bytes) else "<stdin>")
-    if not isinstance(src, bytes):
-        p = Path(src)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise InputError(f"{label}: is a folder, not an image") from None
-        except PermissionError:
-            raise InputError(f"{label}: permission denied") from None
-        except OSError as exc:
-            if p.is_dir():
-                raise InputError(f"{label}: is a folder, not an image") from None
-            raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    else:
-        data = src
+    data = src if isinstance(src, bytes) else read_path_bytes(Path(src), label)
     if not data:
         raise InputError(f"{label}: empty file")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
@@ -389,6 +385,7 @@ def read_image(
     if fmt == "png":
         try:
             hdr = png16.read_header(data)
+            png16.check_chunks(data)  # CRCs and ancillary caps: one rule for every bit depth
         except png16.PNGError as exc:
             raise InputError(f"{label}: {exc}") from None
         _check_size(hdr.width, hdr.height, limit, label)
@@ -553,6 +550,8 @@ def read_stdin_bytes() -> bytes:
     Raises UsageError when stdin is an interactive terminal (nothing was piped in) and
     InputError when it is empty.
     """
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise UsageError("no input: stdin is closed; give a file or pipe an image into stdin")
     stream: Any = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
     is_tty = False
     for s in (sys.stdin, stream):
@@ -560,12 +559,71 @@ def read_stdin_bytes() -> bytes:
             is_tty = is_tty or bool(s.isatty())
     if is_tty:
         raise UsageError("no input: give a file or pipe an image into stdin")
-    data = stream.read()
+    data = read_limited(stream, "<stdin>")
     if not data:
         raise InputError("<stdin>: no data")
-    if isinstance(data, str):  # a text stream without .buffer (some test harnesses)
-        data = data.encode("latin-1")
-    return bytes(data)
+    return data
+
+
+MAX_STREAM_BYTES = 1 << 30
+"""Most bytes read from stdin or from a FIFO/pipe path (1 GiB): a stream has no size to check
+in advance, so an endless one (``/dev/zero`` through a pipe) is cut off here, exit 3."""
+
+
+def read_limited(stream: Any, label: str) -> bytes:
+    """Read ``stream`` to its end, refusing (InputError) more than :data:`MAX_STREAM_BYTES`."""
+    limit = MAX_STREAM_BYTES
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        if isinstance(chunk, str):  # a text stream without .buffer (some test harnesses)
+            chunk = chunk.encode("latin-1")
+        parts.append(bytes(chunk))
+        total += len(chunk)
+        if total > limit:
+            raise InputError(f"{label}: more than {limit} bytes; a stream is read up to "
+                             f"{limit >> 20} MiB")
+    return b"".join(parts)
+
+
+def read_path_bytes(p: Path, label: str) -> bytes:
+    """The bytes of an input file. Regular files are read whole and recorded as inputs of
+    the run (so no output may replace them); FIFOs and sockets are read like stdin, with
+    :data:`MAX_STREAM_BYTES`; devices (``/dev/zero``) are refused. InputError otherwise."""
+    import stat
+
+    from sr_cli.io.atomic import note_input
+
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except PermissionError:
+        raise InputError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{label}: is a folder, not an image")
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        raise InputError(f"{label}: is a device, not a file; pipe it through stdin if you "
+                         "mean it")
+    try:
+        if not stat.S_ISREG(st.st_mode):  # FIFO, socket, /dev/fd/N of a pipe
+            with open(p, "rb") as fh:
+                return read_limited(fh, label)
+        note_input(p)
+        return p.read_bytes()
+    except InputError:
+        raise
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a folder, not an image") from None
+    except PermissionError:
+        raise InputError(f"{label}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or exc})") from None
 
 
 def stdout_is_terminal() -> bool:
@@ -582,9 +640,9 @@ def write_stdout_bytes(data: bytes) -> None:
         raise UsageError(
             "refusing to write image data to a terminal; redirect stdout or give OUTPUT"
         )
-    stream: Any = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
-    stream.write(data)
-    stream.flush()
+    from sr_cli.io import stdio
+
+    stdio.write_bytes(data)
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -92,6 +92,62 @@ def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
             return out
 
 
+ANCILLARY_LIMIT = 8 << 20
+"""Most bytes one ancillary chunk (text, ICC profile, EXIF) may inflate to (8 MiB)."""
+ANCILLARY_TOTAL = 32 << 20
+"""Most bytes all ancillary chunks of one file may inflate to together (32 MiB)."""
+
+
+def _inflate(body: bytes, what: str, budget: list[int]) -> bytes:
+    """Inflate an ancillary chunk, refusing more than :data:`ANCILLARY_LIMIT` bytes (or what
+    is left of ``budget``): a zlib bomb in a text chunk or ICC profile is bad input."""
+    cap = min(ANCILLARY_LIMIT, budget[0])
+    dec = zlib.decompressobj()
+    out = dec.decompress(body, cap + 1)
+    if len(out) > cap or (dec.unconsumed_tail and len(out) >= cap):
+        raise PNGError(f"PNG {what} chunk inflates beyond {cap >> 20} MiB "
+                       "(decompression bomb?)")
+    budget[0] -= len(out)
+    return out
+
+
+def check_chunks(data: bytes) -> None:
+    """Validate a PNG's chunk structure the same way for every bit depth, before any
+    decoder sees it: every chunk complete with a correct CRC, an IEND, and ancillary chunks
+    (zTXt, compressed iTXt, iCCP, and the raw size of every other ancillary chunk) within
+    :data:`ANCILLARY_LIMIT` each and :data:`ANCILLARY_TOTAL` together. Raises PNGError."""
+    budget = [ANCILLARY_TOTAL]
+    for ctype, body in _chunks(data):
+        if ctype in (b"IDAT", b"fdAT", b"IHDR", b"IEND", b"PLTE"):
+            continue
+        if len(body) > ANCILLARY_LIMIT or len(body) > budget[0]:
+            raise PNGError(f"PNG {ctype.decode('latin-1')!r} chunk is larger than "
+                           f"{ANCILLARY_LIMIT >> 20} MiB")
+        budget[0] -= len(body)
+        _ancillary(ctype, body, budget)
+
+
+def _ancillary(ctype: bytes, body: bytes, budget: list[int]) -> bytes | None:
+    """The inflated payload of a compressed ancillary chunk (None when not compressed or
+    damaged: damaged ancillary chunks are skipped, like libpng). PNGError on a bomb."""
+    try:
+        if ctype == b"zTXt":
+            _k, _, rest = body.partition(b"\x00")
+            return _inflate(rest[1:], "zTXt", budget)
+        if ctype == b"iCCP":
+            name_end = body.find(b"\x00")
+            return _inflate(body[name_end + 2:], "iCCP", budget) if name_end >= 0 else None
+        if ctype == b"iTXt":
+            _k, _, rest = body.partition(b"\x00")
+            if rest[:1] == b"\x01":
+                _lang, _, rest = rest[2:].partition(b"\x00")
+                _tkey, _, val = rest.partition(b"\x00")
+                return _inflate(val, "iTXt", budget)
+    except (zlib.error, IndexError):
+        return None
+    return None
+
+
 def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Paeth predictor on int arrays (same shapes)."""
     pa = np.abs(b - c)
@@ -178,18 +234,14 @@ def decode(data: bytes) -> PNGData:
     idat: list[bytes] = []
     out = PNGData(pixels=np.zeros((0, 0, ch), np.uint8))
     trns: bytes | None = None
+    budget = [ANCILLARY_TOTAL]
     for ctype, body in _chunks(data):
         if ctype == b"IDAT":
             idat.append(body)
         elif ctype == b"tRNS":
             trns = body
         elif ctype == b"iCCP":
-            name_end = body.find(b"\x00")
-            if name_end >= 0:
-                try:
-                    out.icc = zlib.decompress(body[name_end + 2:])
-                except zlib.error:
-                    out.icc = None
+            out.icc = _ancillary(ctype, body, budget)
         elif ctype == b"eXIf":
             out.exif = b"Exif\x00\x00" + body
         elif ctype == b"pHYs" and len(body) == 9:
@@ -197,7 +249,7 @@ def decode(data: bytes) -> PNGData:
             if unit == 1:
                 out.dpi = (px * 0.0254, py * 0.0254)
         elif ctype in (b"tEXt", b"zTXt", b"iTXt"):
-            _read_text(ctype, body, out.text)
+            _read_text(ctype, body, out.text, budget)
     if not idat:
         raise PNGError("PNG has no image data")
     bps = depth // 8
@@ -248,21 +300,26 @@ def _apply_color_key(pixels: np.ndarray, trns: bytes, color_type: int, depth: in
     return np.concatenate([pixels, alpha], axis=2)
 
 
-def _read_text(ctype: bytes, body: bytes, text: dict[str, str]) -> None:
+def _read_text(ctype: bytes, body: bytes, text: dict[str, str], budget: list[int]) -> None:
     try:
         if ctype == b"tEXt":
             k, _, v = body.partition(b"\x00")
             text[k.decode("latin-1")] = v.decode("latin-1")
         elif ctype == b"zTXt":
-            k, _, rest = body.partition(b"\x00")
-            text[k.decode("latin-1")] = zlib.decompress(rest[1:]).decode("latin-1")
+            k, _, _rest = body.partition(b"\x00")
+            val = _ancillary(ctype, body, budget)
+            if val is not None:
+                text[k.decode("latin-1")] = val.decode("latin-1")
         else:
             k, _, rest = body.partition(b"\x00")
             comp_flag = rest[0]
             _lang, _, rest = rest[2:].partition(b"\x00")
             _tkey, _, val = rest.partition(b"\x00")
             if comp_flag:
-                val = zlib.decompress(val)
+                inflated = _ancillary(ctype, body, budget)
+                if inflated is None:
+                    return
+                val = inflated
             text[k.decode("latin-1")] = val.decode("utf-8")
     except (zlib.error, UnicodeDecodeError, IndexError):
         return  # a damaged ancillary chunk is skipped, like libpng does

@@ -206,6 +206,9 @@ def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a TOML settings file into a dict of settings."""
     p = Path(path)
     try:
+        from sr_cli.io.atomic import note_input
+
+        note_input(p)
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--config {str(p)!r}: no such file") from None

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from sr_cli.archs import build, get_arch
 from sr_cli.archs.base import Descriptor
 from sr_cli.errors import InputError, ModelError, UsageError
+from sr_cli.io.atomic import refuse_existing
 from sr_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from sr_cli.train.config import TrainConfig
 from sr_cli.train.cpu import schedule_note
@@ -421,6 +422,24 @@ def run_training(
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> RunResult:
+    """Train ``cfg`` on ``opts.data`` into ``opts.out`` while holding an exclusive lock on
+    ``opts.out`` (a second ``sr train`` into the same folder is refused, exit 2); see
+    :func:`_run_training`."""
+    from sr_cli.io.runlock import folder_lock
+
+    if _dist_env()[0] != 0:  # torchrun: rank 0 holds the lock for all ranks
+        return _run_training(cfg, opts, progress=progress, notify=notify)
+    with folder_lock(opts.out, "--out"):
+        return _run_training(cfg, opts, progress=progress, notify=notify)
+
+
+def _run_training(
+    cfg: TrainConfig,
+    opts: RunOptions,
+    *,
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> RunResult:
     """Train ``cfg`` on ``opts.data`` into ``opts.out``; see the module docstring.
 
     ``progress(step, total, info)`` is called after every step (info: losses, lr, it/s);
@@ -467,6 +486,10 @@ def run_training(
     elif cfg.init_from and not opts.resume:
         say(f"note: recipe {cfg.recipe} is meant to start from a trained {cfg.init_from} model "
             "(--init WEIGHTS); starting from random weights")
+    # the output policy, before any training: no file of the run may be an input (--init)
+    refuse_existing([opts.out / n for n in (CHECKPOINT_NAME, "model.safetensors",
+                                            "model_best.safetensors", "metrics.jsonl")],
+                    overwrite=True)
     perc = None
     if cfg.uses_perceptual:
         from sr_cli.archs.vgg import load_vgg19

@@ -66,8 +66,10 @@ def check_encoder(enc: EncodeSettings, width: int, height: int) -> None:
     """Encode one gray frame of the output size with ``enc`` to a null muxer, so that options
     ffmpeg rejects (a bad --preset, --crf, --pix-fmt or --ffmpeg-args) fail up front as a
     usage error (exit 2), before any frame is upscaled or any work folder is made."""
-    res = ffmpeg.run(["-f", "lavfi", "-i", f"color=c=gray:s={width}x{height}:r=25",
-                      "-frames:v", "1", *enc.ffmpeg_args(), "-f", "null", "-"])
+    # The source itself is one frame long (d=0.04 at 25 fps), so extra outputs in
+    # --ffmpeg-args (e.g. '-f null -y /dev/null') also end; the run is bounded regardless.
+    res = ffmpeg.run(["-f", "lavfi", "-i", f"color=c=gray:s={width}x{height}:r=25:d=0.04",
+                      "-frames:v", "1", *enc.ffmpeg_args(), "-f", "null", "-"], timeout=60)
     if res.returncode != 0:
         text = res.stderr.decode("utf-8", "replace")
         lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", ln).strip()

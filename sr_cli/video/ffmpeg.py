@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import re
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -31,18 +32,42 @@ def ffmpeg_exe() -> str:
 BASE_ARGS = ("-hide_banner", "-nostdin", "-loglevel", "error")
 
 
-def run(args: Sequence[str], *, loglevel: str = "error") -> subprocess.CompletedProcess[bytes]:
-    """Run ffmpeg to completion, capturing stdout and stderr (bytes)."""
+DEFAULT_TIMEOUT = 120.0
+"""Seconds a short ffmpeg run (probe, trial encode, listing) may take; longer runs (a decode
+pre-pass, the final mux) get a limit scaled to the media's duration (:func:`timeout_for`)."""
+
+
+def timeout_for(duration: float | None, per_second: float = 4.0) -> float:
+    """A bound for an ffmpeg run over ``duration`` seconds of media: generous (decoding at a
+    quarter of real time still finishes) yet finite, so a stuck child never hangs ``sr``."""
+    d = duration if duration is not None and duration > 0 else 0.0
+    return DEFAULT_TIMEOUT + 300.0 + per_second * min(d, 1e7)
+
+
+def run(args: Sequence[str], *, loglevel: str = "error",
+        timeout: float | None = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg to completion, capturing stdout and stderr (bytes). Every run is bounded:
+    past ``timeout`` seconds the child is killed and RuntimeFailure raised (exit 1)."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", loglevel, *args]
-    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped the child
+        raise RuntimeFailure(f"ffmpeg did not finish within {timeout:.0f} s and was stopped "
+                             "(check --ffmpeg-args and the input)") from None
 
 
 def last_lines(text: str | bytes, n: int = 3) -> str:
     """The last ``n`` non-empty lines of ffmpeg's stderr, joined for a one-line message."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [_ADDR.sub("", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
     return " | ".join(lines[-n:])
+
+
+# "[h264 @ 0x5622...] " prefixes: object addresses, noise in a one-line message
+_ADDR = re.compile(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*")
 
 
 class Proc:
@@ -86,12 +111,18 @@ class Proc:
         self._drain.join(timeout=2)
         return last_lines("\n".join(self._err), n)
 
-    def wait(self) -> int:
-        """Close our ends, wait for exit, return the exit status."""
+    def wait(self, timeout: float | None = DEFAULT_TIMEOUT) -> int:
+        """Close our ends, wait for exit (at most ``timeout`` seconds once its input is
+        closed: then it is killed, RuntimeFailure), return the exit status."""
         if self.p.stdin is not None:
             with contextlib.suppress(OSError):
                 self.p.stdin.close()
-        rc = self.p.wait()
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeFailure(f"ffmpeg did not finish within {timeout:.0f} s after its "
+                                 "input ended and was stopped") from None
         self._drain.join(timeout=5)
         if self.p.stdout is not None:
             self.p.stdout.close()

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from sr_cli.distributed import Shard, attempt
 from sr_cli.errors import InputError, RuntimeFailure, SRError, UsageError
-from sr_cli.infer.jobs import VIDEO_EXTENSIONS
-from sr_cli.io.atomic import make_parent
+from sr_cli.infer.jobs import VIDEO_EXTENSIONS, list_inputs
+from sr_cli.io.atomic import check_output, input_named, make_parent, note_input
+from sr_cli.io.images import is_image_path
 from sr_cli.video import encode, mkvpipe, segments
-from sr_cli.video.probe import FrameTimes, MediaInfo, frame_times, probe
+from sr_cli.video.probe import FrameTimes, MediaInfo, check_complete, frame_times, probe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,9 +93,9 @@ def _is_video(p: Path) -> bool:
     return p.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _list(folder: Path, recursive: bool, pred: Callable[[Path], bool]) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and pred(p) and not p.name.startswith("."))
+def _list(folder: Path, recursive: bool, pred: Callable[[Path], bool],
+          exclude: Path | None = None) -> list[Path]:
+    return list_inputs(folder, recursive, pred, exclude)
 
 
 def _natural_key(p: Path) -> list[Any]:
@@ -119,7 +120,7 @@ def plan_video_jobs(inputs: list[str], out: str | None, vopts: VideoOptions) -> 
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            vids = _list(p, vopts.recursive, _is_video)
+            vids = _list(p, vopts.recursive, _is_video, outp)
             if vids:
                 sources += [("video", v, p) for v in vids]
             elif list_frames(p):
@@ -137,6 +138,10 @@ def plan_video_jobs(inputs: list[str], out: str | None, vopts: VideoOptions) -> 
     jobs: list[VideoJob] = []
     if len(sources) == 1 and sources[0][2] is None:
         kind, src, _ = sources[0]
+        if is_image_path(outp):  # never turn a file name into a folder of frames
+            raise UsageError(f"{out}: a video's frames cannot go into one image file; give a "
+                             "folder (OUTPUT without an extension, e.g. frames/) or a video "
+                             "OUTPUT (e.g. out.mp4)")
         if _is_video(outp):
             jobs.append(VideoJob(kind, src, outp))
         elif kind == "video":
@@ -152,9 +157,13 @@ def plan_video_jobs(inputs: list[str], out: str | None, vopts: VideoOptions) -> 
             jobs.append(VideoJob(kind, src, outp / rel / f"{src.stem}{vopts.suffix}{e}"))
     seen: set[Path] = set()
     for j in jobs:
+        note_input(j.src)
+    for j in jobs:
         r = j.dst.resolve()
-        if r == j.src.resolve():
+        if r == j.src.resolve() or input_named(j.dst) is not None:
             raise UsageError(f"{j.dst}: output would overwrite the input")
+        if j.kind != "frames_out":
+            check_output(j.dst)  # regular files only, even with --overwrite
         if r in seen:
             raise UsageError(f"two inputs would both write {j.dst}")
         seen.add(r)
@@ -199,10 +208,14 @@ def _video_source(path: Path, vopts: VideoOptions) -> Source:
             raise UsageError("--fps must be > 0")
         decode += ["-vf", f"fps={Fraction(vopts.fps).limit_denominator(1001)}"]
         time_base = "0"
-    times = frame_times(decode, str(path), time_base=time_base)
+    times = frame_times(decode, str(path), time_base=time_base, duration=info.duration)
     if len(times) == 0:
         where = " in the --start/--duration range" if (start or dur) else ""
         raise InputError(f"{path}: the video has no frames{where}")
+    expected = None if info.duration is None else max(0.0, info.duration - (start or 0.0))
+    if expected is not None and dur is not None:
+        expected = min(expected, dur)
+    check_complete(times, expected, str(path))  # a truncated file: exit 3, not a short output
 
     # the decoded size: after autorotation (phone videos) and filters, not the coded one
     w, h = (times.width, times.height) if times.width else (v.width, v.height)
@@ -378,7 +391,8 @@ def _assemble(prep: _Prepared, job: VideoJob, work: Path, vopts: VideoOptions) -
     starts = [Fraction(times.pts[k * seg] - t0) * times.tb for k in range(prep.n_seg)]
     concat = segments.write_concat_list(work, starts, Fraction(times.end() - t0) * times.tb)
     segments.assemble(work, concat, job.dst, muxer=prep.muxer, offset=t0 * times.tb,
-                      tb=times.tb, src=job.src if prep.source.media is not None else None,
+                      tb=times.tb, duration=float(Fraction(times.end() - t0) * times.tb),
+                      src=job.src if prep.source.media is not None else None,
                       src_input_args=list(prep.source.input_args), streams=prep.plan)
 
 

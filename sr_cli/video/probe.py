@@ -160,7 +160,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a folder, not a video")
-    res = ffmpeg.run(["-i", str(p)], loglevel="info")
+    res = ffmpeg.run(["-i", str(p)], loglevel="info", timeout=ffmpeg.DEFAULT_TIMEOUT)
     text = res.stderr.decode("utf-8", "replace")
     info = parse_ffmpeg_info(text, p)
     if not info.format:
@@ -179,6 +179,7 @@ class FrameTimes:
     width: int = 0  # decoded frame size (after autorotation and filters), 0 when unknown
     height: int = 0
     sar: Fraction = Fraction(1)
+    errors: str = ""  # what the decoder complained about (last lines), "" when nothing
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -216,12 +217,31 @@ def parse_framecrc(text: str) -> FrameTimes:
     return FrameTimes(tb, pts, durs, w, h, sar)
 
 
-def frame_times(decode_args: list[str], label: str, *, time_base: str = "demux") -> FrameTimes:
+def frame_times(decode_args: list[str], label: str, *, time_base: str = "demux",
+                duration: float | None = None) -> FrameTimes:
     """Decode once (``decode_args`` = input options + ``-i`` + map/filters) and return the
     frames' timestamps in ``time_base`` (``demux``: the stream's own, so exact; ``0``: the
-    filter graph's, e.g. 1/fps after an ``fps`` filter). InputError when the decode fails."""
+    filter graph's, e.g. 1/fps after an ``fps`` filter). InputError when the decode fails.
+    ``duration`` (seconds of media, when known) scales the time limit of the run."""
     res = ffmpeg.run([*decode_args, "-fps_mode", "passthrough", "-enc_time_base", time_base,
-                      "-f", "framecrc", "-"])
+                      "-f", "framecrc", "-"], timeout=ffmpeg.timeout_for(duration))
     if res.returncode != 0:
         raise InputError(f"{label}: cannot decode the video ({ffmpeg.last_lines(res.stderr)})")
-    return parse_framecrc(res.stdout.decode("utf-8", "replace"))
+    times = parse_framecrc(res.stdout.decode("utf-8", "replace"))
+    times.errors = ffmpeg.last_lines(res.stderr, 2)
+    return times
+
+
+def check_complete(times: FrameTimes, expected: float | None, label: str) -> None:
+    """Refuse (InputError, exit 3) a video that ends early: the decoded frames span clearly
+    less than the container announces (``expected`` seconds) and the decoder reported errors
+    on the way, as a truncated file whose index sits at the front does. A shortfall without
+    decoder errors (audio longer than video) is accepted."""
+    if expected is None or expected <= 0 or len(times) == 0:
+        return
+    got = float(Fraction(times.end() - times.pts[0]) * times.tb)
+    slack = max(1.0, 0.05 * expected)
+    if got < expected - slack and times.errors:
+        raise InputError(f"{label}: the video ends early: {len(times)} frames, {got:.2f} s of "
+                         f"the {expected:.2f} s the file announces (truncated or damaged: "
+                         f"{times.errors})")

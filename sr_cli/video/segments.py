@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sr_cli.errors import RuntimeFailure
-from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.atomic import atomic_write_bytes, check_output, sweep_stale_temps, temp_name
 from sr_cli.video import ffmpeg
 from sr_cli.video.probe import StreamInfo
 
@@ -100,11 +100,14 @@ def write_concat_list(work: Path, starts: list[Fraction], end: Fraction) -> Path
 def assemble(
     work: Path, concat_list: Path, dst: Path, *, muxer: str, offset: Fraction, tb: Fraction,
     src: Path | None, src_input_args: list[str], streams: list[tuple[StreamInfo, str]],
+    duration: float | None = None,
 ) -> None:
     """Mux the concatenated segments (shifted by ``offset`` seconds to the source's timeline)
     with the chosen source streams into ``dst``, through a temporary file renamed at the end.
     """
-    tmp = dst.parent / f".{dst.name}.sr-part{dst.suffix}"
+    check_output(dst)
+    sweep_stale_temps(dst.parent)
+    tmp = temp_name(dst)  # recognisable: a later run removes it if this process is killed
     args = ["-y", "-itsoffset", f"{float(offset):.9f}", "-f", "concat", "-safe", "0",
             "-i", str(concat_list)]
     if src is not None:
@@ -122,9 +125,15 @@ def assemble(
     if muxer in ("mp4", "mov") and tb.numerator == 1 and tb.denominator < 2**31:
         args += ["-video_track_timescale", str(tb.denominator)]
     args += ["-f", muxer, str(tmp)]
-    res = ffmpeg.run(args)
-    if res.returncode != 0:
+    try:
+        res = ffmpeg.run(args, timeout=ffmpeg.timeout_for(duration, per_second=1.0))
+        if res.returncode != 0:
+            raise RuntimeFailure(f"{dst}: muxing failed ({ffmpeg.last_lines(res.stderr)})")
+        check_output(dst)
+        os.replace(tmp, dst)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise RuntimeFailure(f"{dst}: muxing failed ({ffmpeg.last_lines(res.stderr)})")
-    os.replace(tmp, dst)
+        if isinstance(exc, OSError):
+            raise RuntimeFailure(f"{dst}: cannot write ({exc.strerror or exc})") from None
+        raise

@@ -146,7 +146,7 @@ class SegmentWriter:
         _put(self.q, _END, self.stop)
         if self.thread is not None:
             self.thread.join()
-        rc = self.proc.wait()
+        rc = self.proc.wait(timeout=600)  # the encoder flushes its lookahead: bounded
         if rc != 0 or self.error is not None:
             self._raise()
 
