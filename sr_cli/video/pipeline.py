@@ -21,7 +21,7 @@ from sr_cli.distributed import Shard, attempt
 from sr_cli.errors import InputError, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS, list_inputs
 from sr_cli.io.atomic import check_output, input_named, make_parent, note_input
-from sr_cli.io.images import is_image_path
+from sr_cli.io.formats import is_image_path
 from sr_cli.video import encode, mkvpipe, segments
 from sr_cli.video.probe import FrameTimes, MediaInfo, check_complete, frame_times, probe
 
