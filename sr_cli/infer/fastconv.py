@@ -29,7 +29,7 @@ tile gives the same output as the whole image up to float rounding.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ def choose(dtype: torch.dtype, in_ch: int, out_ch: int) -> str:
     return "onednn"
 
 
-@lru_cache(maxsize=None)
+@cache
 def winograd_matrices(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(B^T, G, A^T)`` of Winograd F(m x m, 3x3) in float64 (Lavin & Gray's points 0, +-1,
     +-2 for m = 4; 0, +-1 for m = 2). Tile size ``a = m + 2``; shapes ``(a, a), (a, 3), (m, a)``.
@@ -87,6 +87,11 @@ class WinogradConv2d(nn.Module):
     ``forward(x)``: ``(N, C, H, W)`` float32 (channels-last memory avoids a copy) ->
     ``(N, K, H, W)`` in channels-last memory. Weights are transformed once, here.
     """
+
+    u: torch.Tensor
+    bk: torch.Tensor
+    ak: torch.Tensor
+    bias: torch.Tensor
 
     def __init__(self, conv: nn.Conv2d, m: int = 4) -> None:
         super().__init__()
