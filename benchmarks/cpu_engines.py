@@ -219,6 +219,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small inputs, 2 rounds")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--size-factor", type=float, default=1.0,
+                    help="scale the default input sizes (e.g. 0.5 on a busy machine)")
     ap.add_argument("--rounds", type=int, default=0, help="timing rounds (0 = 5, quick 2)")
     ap.add_argument("--ncnn-dir", default=DEFAULT_NCNN_DIR,
                     help="folder with the official ncnn .param/.bin files ($SR_NCNN_MODELS)")
@@ -242,6 +244,8 @@ def main() -> None:
         rounds = args.rounds or (2 if args.quick else 5)
         for title in [t.strip() for t in args.nets.split(",")]:
             size = NETS[title][4 if args.quick else 3]
+            size = (max(8, round(size[0] * args.size_factor)),
+                    max(8, round(size[1] * args.size_factor)))
             for th in (int(t) for t in args.threads.split(",")):
                 bench(title, size, th, rounds, Path(args.ncnn_dir), torch_bf16, fast_modes)
     if args.accuracy or args.accuracy_only:
