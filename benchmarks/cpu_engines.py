@@ -16,9 +16,10 @@ sr's registry (speed does not depend on the weights); ncnn runs the official .pa
 Rows (inference only, one image, same input; each engine timed in alternating rounds in one
 process, median [min-max] seconds, ratios of medians):
   torch cl fp32      plain channels-last fp32 forward under no_grad: the baseline
-  sr fp32            sr's Upscaler.run, whole image (the default CPU path)
+  sr fp32            sr's Upscaler.run, whole image (the default CPU path, SR_CPU_CONV=auto)
+  sr fp32 onednn     the same with SR_CPU_CONV=onednn (PyTorch's own convolutions only)
   sr fp32 tiled      sr's Upscaler.run at a tile of half the input side
-  sr overhead        sr's whole path vs the same network bare (conversion, padding, clamp)
+  sr overhead        sr fp32 onednn vs torch cl fp32: conversion, padding, clamp, checks
   torch cl winograd4 / nnpack   the baseline with sr_cli.infer.fastconv's opt-in convolutions
   sr bf16            sr's Upscaler.run at --precision bf16 (only where oneDNN has native bf16,
                      unless --torch-bf16 on: emulated bf16 is an order of magnitude slower)
@@ -118,7 +119,7 @@ def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str,
 
 
 def bench(title: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: Path,
-          torch_bf16: bool, fast_modes: list[str]) -> None:
+          torch_bf16: bool, fast_modes: list[str], tile_on: bool = True) -> None:
     arch, hp, stem, _, _ = NETS[title]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -130,13 +131,23 @@ def bench(title: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir
     plain = copy.deepcopy(net).to(memory_format=torch.channels_last)
     model = LoadedModel(name=arch, net=net, desc=desc, metadata={}, source=None)
     sr32 = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0))
-    tile = max(h, w) // 2
+    tile = max(h, w) // 2 if tile_on else 0
     sr32t = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile))
+    saved = os.environ.get("SR_CPU_CONV")
+    os.environ["SR_CPU_CONV"] = "onednn"  # read when the engine prepares its network copy
+    sr32_onednn = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0))
+    sr32_onednn._net("fp32")
+    if saved is None:
+        del os.environ["SR_CPU_CONV"]
+    else:
+        os.environ["SR_CPU_CONV"] = saved
     fns: dict[str, Callable[[], object]] = {
         "torch cl fp32": lambda: plain(xc),
         "sr fp32": lambda: sr32.run(x),
-        f"sr fp32 tiled {tile}": lambda: sr32t.run(x),
+        "sr fp32 onednn": lambda: sr32_onednn.run(x),
     }
+    if tile_on:
+        fns[f"sr fp32 tiled {tile}"] = lambda: sr32t.run(x)
     for mode in fast_modes:
         fast = prepare_for_cpu(copy.deepcopy(plain), torch.float32, mode)
         fns[f"torch cl {mode}"] = lambda fast=fast: fast(xc)
@@ -159,7 +170,8 @@ def bench(title: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir
         vs_nc = f"{nc / med[k]:11.2f}x" if nc else f"{'-':>12s}"
         print(f"{k:24s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} {base / med[k]:10.2f}x "
               f"{vs_nc}")
-    print(f"sr overhead (sr fp32 / torch cl fp32 - 1): {med['sr fp32'] / base - 1:+.1%}"
+    print(f"sr overhead (sr fp32 onednn / torch cl fp32 - 1): "
+          f"{med['sr fp32 onednn'] / base - 1:+.1%}"
           + (f"; bf16: {med['sr bf16'] / med['torch cl bf16'] - 1:+.1%}" if torch_bf16 else ""))
     if not nc:
         print("(ncnn rows skipped: `pip install ncnn` and --ncnn-dir with the official files)")
@@ -226,8 +238,9 @@ def main() -> None:
                     help="folder with the official ncnn .param/.bin files ($SR_NCNN_MODELS)")
     ap.add_argument("--torch-bf16", choices=("auto", "on", "off"), default="auto",
                     help="time torch/sr bf16 (auto: only with native bf16)")
-    ap.add_argument("--fast", default="winograd4,nnpack",
+    ap.add_argument("--fast", default="nnpack",
                     help="fastconv modes to time (comma-separated; '' for none)")
+    ap.add_argument("--no-tiled", action="store_true", help="skip the tiled sr row")
     ap.add_argument("--nets", default=",".join(NETS), help="networks to run")
     ap.add_argument("--accuracy", action="store_true", help="add the trained-weights accuracy")
     ap.add_argument("--accuracy-only", action="store_true", help="only the accuracy table")
@@ -247,7 +260,8 @@ def main() -> None:
             size = (max(8, round(size[0] * args.size_factor)),
                     max(8, round(size[1] * args.size_factor)))
             for th in (int(t) for t in args.threads.split(",")):
-                bench(title, size, th, rounds, Path(args.ncnn_dir), torch_bf16, fast_modes)
+                bench(title, size, th, rounds, Path(args.ncnn_dir), torch_bf16, fast_modes,
+                      not args.no_tiled)
     if args.accuracy or args.accuracy_only:
         torch.set_num_threads(int(args.threads.split(",")[-1]))
         accuracy(Path(args.shared), args.images, args.crop, fast_modes)

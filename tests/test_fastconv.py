@@ -126,7 +126,7 @@ def test_modes_and_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     net = nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU())
     monkeypatch.delenv("SR_CPU_CONV", raising=False)
     assert resolve_mode() == "auto"
-    # auto keeps oneDNN (the measured rule on CPUs measured so far), bf16 is never swapped
+    # auto keeps oneDNN for small layers; bf16 is never swapped
     assert isinstance(prepare_for_cpu(copy.deepcopy(net), torch.float32)[0], nn.Conv2d)
     assert isinstance(prepare_for_cpu(copy.deepcopy(net).bfloat16(), torch.bfloat16,
                                       "winograd4")[0], nn.Conv2d)
@@ -148,3 +148,25 @@ def test_winograd_matches_torch_conv_in_float64() -> None:
         got = mod(x)
         ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
     assert (got - ref).abs().max().item() < 1e-12
+
+
+def test_auto_rule_per_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: NNPACK only for fp32 >=64->>=64 layers on AVX2, and only in networks made almost
+    entirely of them (SRVGGNetCompact-like); RRDBNet and batch-normed SRResNet stay on oneDNN."""
+    from sr_cli.infer import fastconv
+
+    monkeypatch.delenv("SR_CPU_CONV", raising=False)
+    assert fastconv.choose(torch.float32, 32, 64) == "onednn"
+    assert fastconv.choose(torch.float32, 192, 32) == "onednn"
+    assert fastconv.choose(torch.bfloat16, 64, 64) == "onednn"
+    wins = torch.backends.cpu.get_cpu_capability() == "AVX2" and torch._nnpack_available()
+    assert fastconv.choose(torch.float32, 64, 64) == ("nnpack" if wins else "onednn")
+    vgg, _ = build("srvgg", num_feat=64, num_conv=16, upscale=2)
+    rrdb, _ = build("rrdbnet", num_feat=64, num_block=1, num_grow_ch=32, scale=4)
+    for net, expect in ((vgg, wins), (rrdb, False)):
+        out = prepare_for_cpu(net.eval(), torch.float32)
+        assert any(isinstance(m, NNPACKConv2d) for m in out.modules()) == expect
+    # a forced-onednn switch always wins over the rule
+    vgg2, _ = build("srvgg", num_feat=64, num_conv=16, upscale=2)
+    assert not any(isinstance(m, NNPACKConv2d)
+                   for m in prepare_for_cpu(vgg2, torch.float32, "onednn").modules())

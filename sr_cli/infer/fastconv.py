@@ -15,11 +15,12 @@ no dilation or groups, float32) of a network for one of:
     Leave the network alone: PyTorch's own oneDNN convolution (channels-last when the engine
     asks for it).
 
-``auto`` applies :func:`choose`, chosen from measurements (benchmarks/cpu_engines.py and the
-figures in docs/performance.md): on the AVX2 machine this was measured on, oneDNN's direct
-channels-last convolution was faster than every alternative above for every layer shape of
-SRVGGNetCompact, RRDBNet and SRResNet at 64..256 px tiles, so ``auto`` keeps oneDNN; the
-alternatives stay available (``SR_CPU_CONV=winograd4`` etc.) to measure on other CPUs.
+``auto`` applies :func:`choose`, a per-layer rule from measurements on an AVX2 CPU
+(benchmarks/cpu_engines.py; README "CPU engines"): NNPACK for the 64->64 and 192->64 layers,
+where it beat oneDNN's direct channels-last convolution, oneDNN elsewhere, and only in networks
+made almost entirely of such layers (:data:`AUTO_MIN_SHARE`; SRVGGNetCompact). The PyTorch Winograd
+versions lost to oneDNN on every layer shape measured (their transforms are memory-bound
+passes), so they are opt-in only, to measure on other CPUs.
 Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns this off).
 
 All modes keep the convolution's exact semantics (zero padding 1 at the image borders), so a
@@ -42,9 +43,24 @@ ENV_VAR = "SR_CPU_CONV"
 
 
 def choose(dtype: torch.dtype, in_ch: int, out_ch: int) -> str:
-    """The measured choice for one layer (see the module docstring): oneDNN everywhere."""
-    del dtype, in_ch, out_ch
-    return "onednn"
+    """The measured choice for one layer under ``auto``.
+
+    NNPACK for float32 layers with >= 64 input and >= 64 output channels on an AVX2 CPU
+    (measured, 1 thread, 64x64 and 128x128 inputs: 64->64 1.26-1.47x and 192->64 1.53-1.64x
+    faster than oneDNN channels-last; 64->48 0.89-1.03x, the RRDBNet growth convs ->32
+    0.69-0.98x and 3->64 0.28-0.68x, so those stay on oneDNN). On AVX-512 CPUs oneDNN has
+    twice-wider kernels and NNPACK does not (unmeasured there: oneDNN is kept).
+    """
+    if dtype != torch.float32 or in_ch < 64 or out_ch < 64:
+        return "onednn"
+    if torch.backends.cpu.get_cpu_capability() != "AVX2" or not _nnpack_ok():
+        return "onednn"
+    return "nnpack"
+
+
+@cache
+def _nnpack_ok() -> bool:
+    return bool(torch._nnpack_available())  # type: ignore[attr-defined]
 
 
 @cache
@@ -145,6 +161,9 @@ class NNPACKConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
+        # _nnpack_available() also initialises NNPACK; without it every call fails
+        if not torch._nnpack_available():  # type: ignore[attr-defined]
+            raise UsageError(f"{ENV_VAR}=nnpack: this PyTorch build has no NNPACK")
         self.weight = nn.Parameter(conv.weight.detach().contiguous(), requires_grad=False)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         self.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
@@ -178,6 +197,22 @@ def _replacement(conv: nn.Conv2d, mode: str, dtype: torch.dtype) -> nn.Module | 
     return None
 
 
+AUTO_MIN_SHARE = 0.8
+"""``auto`` swaps only when at least this share of a network's eligible convolutions would go to
+NNPACK: the layers left on oneDNN then run in NCHW, which measured slower than channels-last
+(whole networks, 1 thread: SRVGGNetCompact 1.16x faster with NNPACK on 15 of 17 convs;
+RRDBNet-23, 73 of 351 convs, 0.97x; SRResNet with batch norm 0.43x)."""
+
+
+def _auto_pays(model: nn.Module, dtype: torch.dtype) -> bool:
+    """The network-level part of the ``auto`` rule (see :data:`AUTO_MIN_SHARE`)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return False
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and eligible(m)]
+    fast = [c for c in convs if choose(dtype, c.in_channels, c.out_channels) != "onednn"]
+    return bool(convs) and len(fast) >= AUTO_MIN_SHARE * len(convs)
+
+
 def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = None) -> nn.Module:
     """Swap eligible convolutions of an inference network for the chosen CPU implementation.
 
@@ -194,12 +229,17 @@ def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = Non
     chosen = resolve_mode(mode)
     if chosen == "onednn" or dtype != torch.float32:
         return model
+    if chosen == "auto" and not _auto_pays(model, dtype):
+        return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d):
                 new = _replacement(child, chosen, dtype)
                 if new is not None:
                     setattr(parent, name, new)
+    if any(isinstance(m, NNPACKConv2d) for m in model.modules()):
+        # NNPACK works on NCHW: keep the other layers there too (no layout flips between)
+        model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return model
 
 
