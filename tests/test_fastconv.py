@@ -170,3 +170,25 @@ def test_auto_rule_per_network(monkeypatch: pytest.MonkeyPatch) -> None:
     vgg2, _ = build("srvgg", num_feat=64, num_conv=16, upscale=2)
     assert not any(isinstance(m, NNPACKConv2d)
                    for m in prepare_for_cpu(vgg2, torch.float32, "onednn").modules())
+
+
+@pytest.mark.parametrize("mode", ["auto", "nnpack", "winograd4"])
+def test_engine_tiled_equals_whole(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through sr's engine (the SRVGGNetCompact shape that ``auto`` swaps on AVX2): a tiled run
+    with the exact context equals the whole-image run up to float rounding."""
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
+    from sr_cli.zoo import LoadedModel
+
+    if mode == "nnpack" and not torch._nnpack_available():
+        pytest.skip("this PyTorch has no NNPACK")
+    monkeypatch.setenv("SR_CPU_CONV", mode)
+    torch.manual_seed(0)
+    net, desc = build("srvgg", num_feat=64, num_conv=8, upscale=2)  # 8 of 10 convs: swapped
+    model = LoadedModel(name="v", net=net.eval(), desc=desc, metadata={}, source=None)
+    x = torch.rand(1, 3, 30, 26)
+    whole = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0)).run(x)
+    tiled = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=12)).run(x)
+    with torch.no_grad():
+        ref = net.double()(x.double()).clamp(0, 1)
+    assert (tiled - whole).abs().max().item() < 1e-5
+    assert (whole.double() - ref).abs().max().item() * 255 < 0.01
