@@ -2,6 +2,7 @@
 and ncnn (the engine behind realesrgan-ncnn-vulkan), at 1 and 2 threads, fp32 and bf16.
 
     python benchmarks/cpu_engines.py [--quick] [--threads 1,2] [--ncnn-dir DIR] [--accuracy]
+    python benchmarks/cpu_engines.py --layers 64,128 --threads 1 --fast nnpack,winograd4
 
 Networks: SRVGGNetCompact x4 (realesr-animevideov3: 16 convs, 64 features) and RRDBNet-23 x4
 (realesrgan-x4plus). The torch side uses random-init networks of the same architecture from
@@ -182,6 +183,46 @@ def bench(title: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir
         print("(ncnn rows skipped: `pip install ncnn` and --ncnn-dir with the official files)")
 
 
+LAYERS = [(64, 64), (64, 48), (64, 32), (96, 32), (128, 32), (160, 32), (192, 32), (192, 64),
+          (3, 64)]
+"""(in, out) channels of the 3x3 convolutions of SRVGGNetCompact (64->64, 3->64, 64->48),
+RRDBNet (dense growth 64..192->32, 192->64) and SRResNet (64->64)."""
+
+
+def layers(sizes: list[int], threads: int, rounds: int, modes: list[str]) -> None:
+    """Per-layer time of the alternative convolutions vs oneDNN channels-last (the basis of
+    sr_cli.infer.fastconv.choose)."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from sr_cli.infer.fastconv import NNPACKConv2d, WinogradConv2d
+
+    torch.set_num_threads(threads)
+    print(f"\nper-layer 3x3 convolutions, {threads} thread(s), {rounds} rounds: oneDNN "
+          f"channels-last median ms, then speed-up of each mode (ratio of medians, of mins)")
+    make = {"winograd4": lambda c: WinogradConv2d(c, 4),
+            "winograd2": lambda c: WinogradConv2d(c, 2), "nnpack": NNPACKConv2d}
+    for size in sizes:
+        for cin, cout in LAYERS:
+            torch.manual_seed(0)
+            conv = nn.Conv2d(cin, cout, 3, 1, 1).eval().requires_grad_(False)
+            x = torch.randn(1, cin, size, size)
+            xc = x.contiguous(memory_format=torch.channels_last)
+            wc = conv.weight.contiguous(memory_format=torch.channels_last)
+            fns: dict[str, Callable[[], object]] = {
+                "onednn": lambda xc=xc, wc=wc, b=conv.bias: F.conv2d(xc, wc, b, padding=1)}
+            for mode in modes:
+                mod = make[mode](conv)
+                inp = x if mode == "nnpack" else xc
+                fns[mode] = lambda mod=mod, inp=inp: mod(inp)
+            with torch.no_grad():
+                res = _time_rounds(fns, rounds)
+            med = {k: statistics.median(v) for k, v in res.items()}
+            line = " ".join(f"{k} x{med['onednn'] / med[k]:.2f} ({min(res['onednn']) / min(v):.2f})"
+                            for k, v in res.items() if k != "onednn")
+            print(f"{size:4d}px {cin:3d}->{cout:3d}  onednn {med['onednn'] * 1e3:8.2f} ms  {line}")
+
+
 def accuracy(shared: Path, n_images: int, crop: int, fast_modes: list[str]) -> None:
     """Max/mean |error| in 8-bit levels vs a float64 forward, trained weights, real images."""
     from sr_cli.io.images import read_image
@@ -247,6 +288,8 @@ def main() -> None:
                     help="fastconv modes to time (comma-separated; '' for none)")
     ap.add_argument("--no-tiled", action="store_true", help="skip the tiled sr row")
     ap.add_argument("--nets", default=",".join(NETS), help="networks to run")
+    ap.add_argument("--layers", default="",
+                    help="per-layer table at these sizes (e.g. 64,128) instead of networks")
     ap.add_argument("--accuracy", action="store_true", help="add the trained-weights accuracy")
     ap.add_argument("--accuracy-only", action="store_true", help="only the accuracy table")
     ap.add_argument("--images", type=int, default=3, help="Set14 images for --accuracy")
@@ -258,6 +301,11 @@ def main() -> None:
     torch_bf16 = args.torch_bf16 == "on" or (args.torch_bf16 == "auto" and nb)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bf16 {'yes' if nb else 'no'}; torch bf16 rows {'on' if torch_bf16 else 'off'}")
+    if args.layers:
+        for th in (int(t) for t in args.threads.split(",")):
+            layers([int(v) for v in args.layers.split(",")], th, args.rounds or 12,
+                   fast_modes or ["nnpack"])
+        return
     if not args.accuracy_only:
         rounds = args.rounds or (2 if args.quick else 5)
         for title in [t.strip() for t in args.nets.split(",")]:
