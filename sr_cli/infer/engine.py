@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
+from sr_cli.infer.fastconv import prepare_for_cpu
 from sr_cli.infer.tiling import plan_tiles, run_tiled
 from sr_cli.io.images import from_tensor, to_tensor
 
@@ -144,6 +145,8 @@ class Upscaler:
                 net = copy.deepcopy(self.model.net).eval()
                 net = net.to(device=self.device, dtype=DTYPES[precision])
                 net = net.to(memory_format=self._memory_format())  # type: ignore[call-overload]
+                if self.device.type == "cpu":  # $SR_CPU_CONV: alternative 3x3 convolutions
+                    net = prepare_for_cpu(net, DTYPES[precision])
                 for p in net.parameters():
                     p.requires_grad_(False)
                 self._nets[precision] = net

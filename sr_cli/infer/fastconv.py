@@ -1,0 +1,249 @@
+"""Alternative CPU implementations of stride-1 3x3 convolutions for inference.
+
+:func:`prepare_for_cpu` swaps every eligible ``nn.Conv2d`` (3x3, stride 1, zero padding 1,
+no dilation or groups, float32) of a network for one of:
+
+``winograd4`` / ``winograd2``
+    Winograd F(4x4,3x3) / F(2x2,3x3) written with PyTorch GEMMs on channels-last data: the
+    padded input is cut into overlapping (m+2)x(m+2) tiles, transformed by one GEMM with
+    ``kron(B^T, B^T)``, multiplied per frequency by the weights (transformed once, at
+    preparation) with ``torch.bmm``, and transformed back by one GEMM with ``kron(A^T, A^T)``;
+    the bias rides on the frequency whose output transform is all ones.
+``nnpack``
+    NNPACK's Winograd F(6x6,3x3) kernels bundled with PyTorch (contiguous NCHW).
+``onednn``
+    Leave the network alone: PyTorch's own oneDNN convolution (channels-last when the engine
+    asks for it).
+
+``auto`` applies :func:`choose`, a per-layer rule from measurements on an AVX2 CPU
+(benchmarks/cpu_engines.py; README "CPU engines"): NNPACK for the 64->64 and 192->64 layers,
+where it beat oneDNN's direct channels-last convolution, oneDNN elsewhere, and only in networks
+made almost entirely of such layers (:data:`AUTO_MIN_SHARE`; SRVGGNetCompact). The PyTorch Winograd
+versions lost to oneDNN on every layer shape measured (their transforms are memory-bound
+passes), so they are opt-in only, to measure on other CPUs.
+Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns this off).
+
+All modes keep the convolution's exact semantics (zero padding 1 at the image borders), so a
+tile gives the same output as the whole image up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sr_cli.errors import UsageError
+
+MODES = ("auto", "onednn", "winograd4", "winograd2", "nnpack")
+ENV_VAR = "SR_CPU_CONV"
+
+
+def choose(dtype: torch.dtype, in_ch: int, out_ch: int) -> str:
+    """The measured choice for one layer under ``auto``.
+
+    NNPACK for float32 layers with >= 64 input and >= 64 output channels on an AVX2 CPU
+    (measured, 1 thread, 64x64 and 128x128 inputs: 64->64 1.26-1.47x and 192->64 1.53-1.64x
+    faster than oneDNN channels-last; 64->48 0.89-1.03x, the RRDBNet growth convs ->32
+    0.69-0.98x and 3->64 0.28-0.68x, so those stay on oneDNN). On AVX-512 CPUs oneDNN has
+    twice-wider kernels and NNPACK does not (unmeasured there: oneDNN is kept).
+    """
+    if dtype != torch.float32 or in_ch < 64 or out_ch < 64:
+        return "onednn"
+    if torch.backends.cpu.get_cpu_capability() != "AVX2" or not _nnpack_ok():
+        return "onednn"
+    return "nnpack"
+
+
+@cache
+def _nnpack_ok() -> bool:
+    return bool(torch._nnpack_available())  # type: ignore[attr-defined]
+
+
+@cache
+def winograd_matrices(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(B^T, G, A^T)`` of Winograd F(m x m, 3x3) in float64 (Lavin & Gray's points 0, +-1,
+    +-2 for m = 4; 0, +-1 for m = 2). Tile size ``a = m + 2``; shapes ``(a, a), (a, 3), (m, a)``.
+    """
+    if m == 2:
+        bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+        g = [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]
+        at = [[1, 1, 1, 0], [0, 1, -1, -1]]
+    elif m == 4:
+        bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+        g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
+        at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+    else:
+        raise ValueError(f"Winograd output tile must be 2 or 4, got {m}")
+    return tuple(torch.tensor(v, dtype=torch.float64) for v in (bt, g, at))  # type: ignore[return-value]
+
+
+def eligible(conv: nn.Module) -> bool:
+    """A plain 3x3 / stride 1 / zero-padding 1 / ungrouped, undilated float32 ``nn.Conv2d``."""
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (1, 1)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and conv.weight.dtype == torch.float32
+    )
+
+
+class WinogradConv2d(nn.Module):
+    """Winograd F(m x m, 3x3) replacement for a 3x3/stride-1/padding-1 ``nn.Conv2d``.
+
+    ``forward(x)``: ``(N, C, H, W)`` float32 (channels-last memory avoids a copy) ->
+    ``(N, K, H, W)`` in channels-last memory. Weights are transformed once, here.
+    """
+
+    u: torch.Tensor
+    bk: torch.Tensor
+    ak: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, conv: nn.Conv2d, m: int = 4) -> None:
+        super().__init__()
+        bt, g, at = winograd_matrices(m)
+        w = conv.weight.detach().double()
+        a = m + 2
+        u = torch.einsum("ij,kcjl,ml->imck", g, w, g).reshape(a * a, w.shape[1], w.shape[0])
+        dt = conv.weight.dtype
+        self.m = m
+        self.in_channels, self.out_channels = int(w.shape[1]), int(w.shape[0])
+        self.register_buffer("u", u.to(dt).contiguous())
+        self.register_buffer("bk", torch.kron(bt, bt).to(dt))
+        self.register_buffer("ak", torch.kron(at, at).to(dt))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0])
+        self.register_buffer("bias", bias.to(dt).clone())
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, F({self.m}x{self.m},3x3)"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        m, a, k = self.m, self.m + 2, self.out_channels
+        xn = x.permute(0, 2, 3, 1)  # NHWC view; contiguous when x is channels-last
+        th, tw = -(-h // m), -(-w // m)
+        hp, wp = m * th + 2, m * tw + 2
+        xp = x.new_zeros(n, hp, wp, c)
+        xp[:, 1 : h + 1, 1 : w + 1] = xn
+        p = n * th * tw
+        tiles = xp.as_strided(
+            (a, a, n, th, tw, c), (wp * c, c, hp * wp * c, m * wp * c, m * c, 1)
+        )
+        d = x.new_empty(a * a, p * c)
+        d.view(a, a, n, th, tw, c).copy_(tiles)
+        v = torch.mm(self.bk, d).view(a * a, p, c)
+        mm = torch.bmm(v, self.u)  # (a*a, P, K)
+        mm[a + 1].add_(self.bias)  # A^T e1 e1^T A is all ones: the bias of every output
+        y = torch.mm(self.ak, mm.view(a * a, p * k))
+        out = x.new_empty(n, th, m, tw, m, k)
+        out.copy_(y.view(m, m, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
+        res = out.view(n, th * m, tw * m, k)
+        if th * m != h or tw * m != w:
+            res = res[:, :h, :w].contiguous()
+        return res.permute(0, 3, 1, 2)
+
+
+class NNPACKConv2d(nn.Module):
+    """NNPACK (bundled with PyTorch) replacement for a 3x3/stride-1/padding-1 ``nn.Conv2d``.
+
+    ``forward(x)``: ``(N, C, H, W)`` float32 -> ``(N, K, H, W)`` contiguous (NCHW).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        # _nnpack_available() also initialises NNPACK; without it every call fails
+        if not torch._nnpack_available():  # type: ignore[attr-defined]
+            raise UsageError(f"{ENV_VAR}=nnpack: this PyTorch build has no NNPACK")
+        self.weight = nn.Parameter(conv.weight.detach().contiguous(), requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias.contiguous(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(  # type: ignore[attr-defined]
+            x.contiguous(), self.weight, self.bias, [1, 1]
+        )
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """``mode`` or ``$SR_CPU_CONV`` or ``auto``, checked. Raises UsageError when unknown."""
+    s = (mode or os.environ.get(ENV_VAR) or "auto").strip().lower()
+    if s not in MODES:
+        raise UsageError(f"unknown {ENV_VAR}={s!r} ({', '.join(MODES)})")
+    if s == "nnpack" and not torch._nnpack_available():  # type: ignore[attr-defined]
+        raise UsageError(f"{ENV_VAR}=nnpack: this PyTorch build has no NNPACK")
+    return s
+
+
+def _replacement(conv: nn.Conv2d, mode: str, dtype: torch.dtype) -> nn.Module | None:
+    if not eligible(conv):
+        return None
+    choice = choose(dtype, conv.in_channels, conv.out_channels) if mode == "auto" else mode
+    if choice == "winograd4":
+        return WinogradConv2d(conv, 4)
+    if choice == "winograd2":
+        return WinogradConv2d(conv, 2)
+    if choice == "nnpack":
+        return NNPACKConv2d(conv)
+    return None
+
+
+AUTO_MIN_SHARE = 0.8
+"""``auto`` swaps only when at least this share of a network's eligible convolutions would go to
+NNPACK: the layers left on oneDNN then run in NCHW, which measured slower than channels-last
+(whole networks, 1 thread: SRVGGNetCompact 1.16x faster with NNPACK on 15 of 17 convs;
+RRDBNet-23, 73 of 351 convs, 0.97x; SRResNet with batch norm 0.43x)."""
+
+
+def _auto_pays(model: nn.Module, dtype: torch.dtype) -> bool:
+    """The network-level part of the ``auto`` rule (see :data:`AUTO_MIN_SHARE`)."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return False
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and eligible(m)]
+    fast = [c for c in convs if choose(dtype, c.in_channels, c.out_channels) != "onednn"]
+    return bool(convs) and len(fast) >= AUTO_MIN_SHARE * len(convs)
+
+
+def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = None) -> nn.Module:
+    """Swap eligible convolutions of an inference network for the chosen CPU implementation.
+
+    Args:
+        model: a network already on the CPU at ``dtype`` (modified in place and returned).
+        dtype: its precision; only float32 layers are ever swapped.
+        mode: one of :data:`MODES`; ``None`` = ``$SR_CPU_CONV`` or ``auto`` (:func:`choose`).
+
+    Returns:
+        ``model``, with zero or more ``nn.Conv2d`` children replaced. The output equals the
+        original network's to float32 rounding (Winograd F(4x4) loses a few bits more; see
+        tests/test_fastconv.py for the pinned tolerances).
+    """
+    chosen = resolve_mode(mode)
+    if chosen == "onednn" or dtype != torch.float32:
+        return model
+    if chosen == "auto" and not _auto_pays(model, dtype):
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d):
+                new = _replacement(child, chosen, dtype)
+                if new is not None:
+                    setattr(parent, name, new)
+    if any(isinstance(m, NNPACKConv2d) for m in model.modules()):
+        # NNPACK works on NCHW: keep the other layers there too (no layout flips between)
+        model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return model
+
+
+def reference_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """The float64 reference of ``conv(x)`` (tests and accuracy benchmarks)."""
+    b = conv.bias.double() if conv.bias is not None else None
+    return F.conv2d(x.double(), conv.weight.double(), b, padding=1)
