@@ -28,6 +28,8 @@ def _tiny(recipe: str) -> list[str]:
              "val_every=2", "ckpt_every=2", "cache_mb=64"]
     if cfg.pool_size:
         args.append("pool_size=4")
+    if cfg.recipe == "distill":  # a shipped x2 model as the teacher, a tiny cache
+        args += ["teacher=srcnn-x2", "distill_pairs=4"]
     if cfg.perceptual_layers:  # a shallow layer: VGG19 to conv5_4 dominates CPU time
         args.append("perceptual_layers.conv2_2=1.0")
     return [a for item in args for a in ("--set", item)]
