@@ -62,6 +62,7 @@ class RunOptions:
     vgg_weights: Path | None = None
     perceptual: str = "vgg19"  # "vgg19" (needs vgg_weights) or "random"
     device: str = "auto"
+    time_limit: float | None = None  # seconds of training, then stop as at the end
 
 
 @dataclass
@@ -307,6 +308,19 @@ def validate(net: nn.Module, images: list[ValImage], scale: int, device: torch.d
 
 
 # --------------------------------------------------------------------------- the run
+
+
+def _time_up(t0: float, limit: float, use_dist: bool, device: torch.device) -> bool:
+    """Whether ``limit`` seconds have passed since ``t0``; under torchrun every rank stops at
+    the same step (the slowest clock decides), so no rank waits in a collective forever."""
+    up = time.perf_counter() - t0 >= limit
+    if use_dist:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if up else 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        up = bool(flag.item())
+    return up
 
 
 def _check_out(opts: RunOptions) -> Path | None:
@@ -683,6 +697,9 @@ def run_training(
                     export(out / "model_best.safetensors", step, wall_now(), scores)
             if is_main and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 checkpoint(step, wall_now())
+            if opts.time_limit is not None and _time_up(t0, opts.time_limit, use_dist, device):
+                say(f"--time-limit reached at step {step}: saving; continue with --resume")
+                break
     except KeyboardInterrupt:
         if is_main and step > start:
             checkpoint(step, wall_now())
