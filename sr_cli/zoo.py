@@ -10,6 +10,7 @@ Files. ``.safetensors`` (the zoo format) carry ``__metadata__`` strings: ``arch`
 (JSON), ``scale``, ``in_channels``, ``name``, ``recipe``, ``trained_steps``, ``data`` and
 ``scores`` (JSON, e.g. ``{"Set5": {"psnr_y": 30.5, "ssim_y": 0.86}}``). When ``arch``/``hparams``
 are present they are used; otherwise the architecture is detected from the tensors.
+ncnn models (``model.param`` with ``model.bin`` beside it) load through :mod:`sr_cli.ncnn`.
 ``.pth``/``.pt`` checkpoints load only through ``torch.load(weights_only=True)``: pickles that
 need code execution are refused, never run. Wrappers ``params_ema`` (preferred), ``params`` and
 ``state_dict`` are unwrapped and ``module.`` prefixes stripped.
@@ -43,7 +44,7 @@ from sr_cli.errors import ModelError, UsageError
 from sr_cli.io.atomic import atomic_write_bytes
 
 BASELINES = ("bicubic", "lanczos", "nearest")
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".param")
 _WRAPPERS = ("params_ema", "params", "state_dict")
 
 
@@ -214,7 +215,9 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
     """Read a weights file safely: ``(state_dict, metadata)``.
 
     ``.safetensors`` -> tensors and ``__metadata__``; ``.pth``/``.pt`` -> ``torch.load`` with
-    ``weights_only=True`` (metadata ``{}``). Raises ModelError on missing, corrupt, truncated or
+    ``weights_only=True`` (metadata ``{}``); an ncnn ``.param`` (with its ``.bin`` beside it, or
+    that ``.bin``) -> the graph mapped onto RRDBNet/SRVGGNetCompact by :mod:`sr_cli.ncnn`, with
+    ``arch``/``hparams`` metadata. Raises ModelError on missing, corrupt, truncated or
     unsafe files.
     """
     p = Path(path)
@@ -225,9 +228,26 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
             head = fh.read(16)
     except OSError as exc:
         raise ModelError(f"{p}: cannot read ({exc.strerror})") from None
+    ncnn_param = _ncnn_param(p, head)
+    if ncnn_param is not None:
+        from sr_cli.ncnn import read_ncnn_weights
+
+        return read_ncnn_weights(ncnn_param)
     if _sniff(p, head) == "safetensors":
         return _read_safetensors(p)
     return _read_torch(p), {}
+
+
+def _ncnn_param(path: Path, head: bytes) -> Path | None:
+    """The ``.param`` of an ncnn model: ``path`` itself, or the ``.param`` beside a ``.bin``
+    that is not a PyTorch file; None for other files."""
+    if path.suffix.lower() == ".param":
+        return path
+    if path.suffix.lower() == ".bin" and head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        beside = path.with_suffix(".param")
+        if beside.is_file():
+            return beside
+    return None
 
 
 # --------------------------------------------------------------------------- architectures
@@ -298,13 +318,11 @@ def build_loaded(
             except ValueError:
                 raise ModelError(f"{where}: metadata 'scale' is not a number") from None
     spec = get_arch(arch)
-    try:
-        net = spec.factory(**hp)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"{where}: cannot build {arch} with {hp}: {exc}") from None
     sd = spec.canonical_keys(_strip_module(state_dict))
     try:
-        net.load_state_dict(sd, strict=True)
+        net = instantiate(spec.factory, hp, sd)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: cannot build {arch} with {hp}: {exc}") from None
     except RuntimeError as exc:
         raise ModelError(f"{where}: weights do not fit {arch}: {_mismatch(exc)}") from None
     net.float().eval()
@@ -312,6 +330,23 @@ def build_loaded(
         p.requires_grad_(False)
     return LoadedModel(name=name or (source.stem if source else arch), net=net,
                        desc=spec.describe(hp), metadata=meta, source=source)
+
+
+def instantiate(factory: Any, hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -> nn.Module:
+    """``factory(**hp)`` with ``sd`` loaded strictly, without paying for the random init.
+
+    The network is built on the ``meta`` device and the weights assigned (a 23-block RRDBNet's
+    Kaiming init costs seconds); a network with state outside its state dict (a non-persistent
+    buffer) is built normally instead. Raises TypeError/ValueError (bad hparams) or RuntimeError
+    (weights that do not fit).
+    """
+    with torch.device("meta"):
+        net = factory(**hp)
+    net.load_state_dict(sd, strict=True, assign=True)
+    if any(t.is_meta for t in (*net.parameters(), *net.buffers())):
+        net = factory(**hp)  # something was not in the state dict: build it for real
+        net.load_state_dict(sd, strict=True)
+    return net
 
 
 def _mismatch(exc: RuntimeError) -> str:

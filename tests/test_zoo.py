@@ -276,7 +276,8 @@ def test_official_realesr_animevideov3_loads(shared_dir):
     sd, meta = zoo.read_weights(path)
     assert meta == {} and "body.0.weight" in sd
     assert zoo.detect_arch(sd) == ("srvgg", {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64,
-                                             "num_conv": 16, "upscale": 4, "act_type": "prelu"})
+                                             "num_conv": 16, "upscale": 4, "act_type": "prelu",
+                                             "out_scale": None})
     lm = zoo.load_model(str(path))
     assert sum(p.numel() for p in lm.net.parameters()) == 621_424
     assert lm.desc.scale == 4 and lm.desc.context == 18

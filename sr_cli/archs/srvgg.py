@@ -4,6 +4,10 @@
 times conv3x3 (nf -> nf) + activation; the last conv3x3 (nf -> out * upscale^2) is
 ``body.(2*num_conv+2)``. PReLU activations (one slope per channel) carry weights at the odd
 indices. ``out = PixelShuffle(upscale)(body(x)) + nearest_upsample(x, upscale)``.
+
+``out_scale`` (default: ``upscale``) resizes that output bicubically to ``out_scale`` times the
+input, as the ncnn graphs of realesr-animevideov3-x2/x3 do (the x4 network followed by an
+``Interp`` bicubic 0.5 / 0.75); it is not stored in the weights, so only metadata carries it.
 """
 
 from __future__ import annotations
@@ -47,8 +51,12 @@ class SRVGGNetCompact(nn.Module):
         num_conv: int = 16,
         upscale: int = 4,
         act_type: str = "prelu",
+        out_scale: int | None = None,
     ) -> None:
         super().__init__()
+        if out_scale is not None and not 1 <= int(out_scale) <= upscale:
+            raise ValueError(f"SRVGGNetCompact out_scale must be 1..{upscale}, got {out_scale}")
+        self.out_scale = upscale if out_scale is None else int(out_scale)
         if num_in_ch != num_out_ch:
             raise ValueError("SRVGGNetCompact needs num_in_ch == num_out_ch (residual on input)")
         self.upscale = upscale
@@ -79,21 +87,29 @@ class SRVGGNetCompact(nn.Module):
         for layer in self.body:
             out = layer(out)
         out = self.upsampler(out)
-        return out + F.interpolate(x, scale_factor=float(self.upscale), mode="nearest")
+        out = out + F.interpolate(x, scale_factor=float(self.upscale), mode="nearest")
+        if self.out_scale != self.upscale:
+            size = (x.shape[-2] * self.out_scale, x.shape[-1] * self.out_scale)
+            out = F.interpolate(out, size=size, mode="bicubic", align_corners=False)
+        return out
 
 
 DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_conv": 16,
-                            "upscale": 4, "act_type": "prelu"}
+                            "upscale": 4, "act_type": "prelu", "out_scale": None}
 
 
 def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius."""
+    """Context: ``num_conv + 2`` 3x3 convolutions at input resolution -> exact radius (one more
+    input pixel for the bicubic output resize of ``out_scale``)."""
+    up = int(hp["upscale"])
+    out_scale = up if hp.get("out_scale") is None else int(hp["out_scale"])
+    resized = out_scale != up
     return Descriptor(
         arch="srvgg",
-        scale=int(hp["upscale"]),
+        scale=out_scale,
         in_channels=int(hp["num_in_ch"]),
         hparams=dict(hp),
-        context=int(hp["num_conv"]) + 2,
+        context=int(hp["num_conv"]) + 2 + (1 if resized else 0),
         supports_half=True,
     )
 

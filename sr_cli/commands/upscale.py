@@ -46,8 +46,10 @@ def upscale(
     ] = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("-m", "--model", help="Zoo name or weights file (.safetensors/.pth). "
-                     "Give two with --mix to blend them. Default: the zoo's default model "
+        typer.Option("-m", "--model", "-n", help="Zoo name or weights file (.safetensors, "
+                     ".pth, or an ncnn model.param with model.bin beside it); -n is an alias "
+                     "(Real-ESRGAN's and realesrgan-ncnn-vulkan's flag). Give two with --mix to "
+                     "blend them. Default: the zoo's default model "
                      "(see `sr models list`)."),
     ] = None,
     mix: Annotated[
