@@ -85,6 +85,11 @@ CATALOG: dict[str, Entry] = {
             "Real-ESRGAN x4, general photos (RRDBNet, 23 blocks)",
         ),
         Entry(
+            "RealESRNet_x4plus", "RealESRNet_x4plus.pth",
+            f"{_RELEASES}/v0.1.1/RealESRNet_x4plus.pth", "rrdbnet", 16_697_987, 4,
+            "Real-ESRNet x4: Real-ESRGAN's PSNR-oriented stage (RRDBNet, 23 blocks), smoother",
+        ),
+        Entry(
             "RealESRGAN_x2plus", "RealESRGAN_x2plus.pth",
             f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth", "rrdbnet", 16_703_171, 2,
             "Real-ESRGAN x2, general photos (RRDBNet, 23 blocks, pixel-unshuffle input)",
@@ -111,6 +116,18 @@ CATALOG: dict[str, Entry] = {
             "Real-ESRGAN anime video v3, extra small (SRVGGNetCompact, 16 convs)",
             size=2_334_339,
             sha256="4e1e09ba96d08bd4b8455e8897c3242a3501e3766f359941ea894122e158a932",
+        ),
+        Entry(
+            "RealESRGANv2-animevideo-xsx2", "RealESRGANv2-animevideo-xsx2.pth",
+            f"{_RELEASES}/v0.2.3.0/RealESRGANv2-animevideo-xsx2.pth", "srvgg", 600_652, 2,
+            "Real-ESRGAN anime video v2 x2, extra small (SRVGGNetCompact, 16 convs); "
+            "superseded by realesr-animevideov3",
+        ),
+        Entry(
+            "RealESRGANv2-animevideo-xsx4", "RealESRGANv2-animevideo-xsx4.pth",
+            f"{_RELEASES}/v0.2.3.0/RealESRGANv2-animevideo-xsx4.pth", "srvgg", 621_424, 4,
+            "Real-ESRGAN anime video v2 x4, extra small (SRVGGNetCompact, 16 convs); "
+            "superseded by realesr-animevideov3",
         ),
         Entry(
             "RRDB_ESRGAN_x4", "ESRGAN_SRx4_DF2KOST_official-ff704c30.pth",
@@ -338,28 +355,31 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, entry: Entry) -> str:
+def verify_file(path: Path, entry: Entry, *, user_file: bool = False) -> str:
     """Check size and SHA-256 (full or published prefix) where known; return the SHA-256.
 
+    ``user_file``: ``path`` is the user's own ``--file`` (messages name it and say it is
+    kept); otherwise a download (messages name the upstream file and say it was deleted).
+
     Raises:
-        ModelError: a mismatch (the caller deletes the file).
+        ModelError: a mismatch (the caller deletes a download).
     """
+    label = str(path) if user_file else entry.filename
+    fate = (f"not {entry.filename} as published; nothing was imported" if user_file
+            else "the file was deleted")
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
-        raise ModelError(
-            f"{entry.filename}: size {size:,} bytes, expected {entry.size:,}; "
-            "the file was deleted (corrupt download or a different file on the server)"
-        )
+        why = "" if user_file else " (corrupt download or a different file on the server)"
+        raise ModelError(f"{label}: size {size:,} bytes, expected {entry.size:,}; {fate}{why}")
     digest = sha256_file(path)
     if entry.sha256 is not None and digest != entry.sha256.lower():
         raise ModelError(
-            f"{entry.filename}: SHA-256 {digest} does not match the expected {entry.sha256}; "
-            "the file was deleted"
+            f"{label}: SHA-256 {digest} does not match the expected {entry.sha256}; {fate}"
         )
     if entry.sha256_prefix is not None and not digest.startswith(entry.sha256_prefix.lower()):
         raise ModelError(
-            f"{entry.filename}: SHA-256 {digest[:16]}... does not start with the published "
-            f"{entry.sha256_prefix}; the file was deleted"
+            f"{label}: SHA-256 {digest[:16]}... does not start with the published "
+            f"{entry.sha256_prefix}; {fate}"
         )
     return digest
 
@@ -368,9 +388,11 @@ def verify_file(path: Path, entry: Entry) -> str:
 # conversion
 
 
-def convert_checkpoint(src: Path, dest: Path, entry: Entry, *, sha256: str, origin: str) -> Path:
+def convert_checkpoint(src: Path, dest: Path, entry: Entry, *, sha256: str, origin: str,
+                       label: str | None = None) -> Path:
     """Load ``src`` (safe .pth), check it is ``entry``'s network, save it to ``dest`` as
-    safetensors with metadata (atomically).
+    safetensors with metadata (atomically). ``label`` names the file in errors (default: the
+    upstream file name).
 
     Raises:
         ModelError: unreadable or unsafe weights, or not the expected architecture / size.
@@ -382,7 +404,8 @@ def convert_checkpoint(src: Path, dest: Path, entry: Entry, *, sha256: str, orig
     n_params = sum(int(p.numel()) for p in loaded.net.parameters())
     if desc.arch != entry.arch or n_params != entry.params or desc.scale != entry.scale:
         raise ModelError(
-            f"{entry.filename}: expected {entry.arch} x{entry.scale} with {entry.params:,} "
+            f"{label or entry.filename}: expected {entry.arch} x{entry.scale} with "
+            f"{entry.params:,} "
             f"parameters, found {desc.arch} x{desc.scale} with {n_params:,}; not converted"
         )
     metadata = dict(loaded.metadata or {})
@@ -442,8 +465,9 @@ def fetch_model(
             way (for models without a stable address).
 
     Raises:
-        ModelError: unknown name, no stable address (with instructions), verification or
-            conversion failure.
+        ModelError: unknown name, verification or conversion failure.
+        UsageError: no stable address and no ``from_file`` (the message says where to get the
+            file by hand).
         RuntimeFailure: network failures (offline, HTTP error, timeout, dropped connection).
     """
     if timeout <= 0:
@@ -459,13 +483,17 @@ def fetch_model(
             raise InputError(f"{src}: no such file")
         # Published sizes and hashes describe the upstream file; a file under another name
         # (e.g. the original ESRGAN repo's copy) is checked by structure only.
-        digest = verify_file(src, entry) if src.name == entry.filename else sha256_file(src)
-        convert_checkpoint(src, dest, entry, sha256=digest, origin=f"file:{src.name}")
+        if src.name == entry.filename:
+            digest = verify_file(src, entry, user_file=True)
+        else:
+            digest = sha256_file(src)
+        convert_checkpoint(src, dest, entry, sha256=digest, origin=f"file:{src.name}",
+                           label=str(src))
         return FetchResult(entry.name, dest, "imported", digest, src.stat().st_size)
 
     url = resolve_url(entry, base_url)
-    if url is None:
-        raise ModelError(entry.manual or f"{entry.name} has no download address")
+    if url is None:  # not a failure of anything: this model needs --file (a usage matter)
+        raise UsageError(entry.manual or f"{entry.name} has no download address; use --file")
     part = downloads_dir() / f"{entry.filename}.part"
     if force:
         discard_partial(part)

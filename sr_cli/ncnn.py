@@ -14,7 +14,8 @@ refused), its bias (``5=1``) and a PReLU's slopes are raw fp32 without a tag. Th
 Mapping. Only the graphs of RRDBNet (ESRGAN / Real-ESRGAN x4plus, x4plus-anime) and
 SRVGGNetCompact (realesr-animevideov3, realesr-general) map: the convolutions, in file order,
 become the canonical state dict of the architecture their count and shapes match (RRDBNet:
-``15 * num_block + 6`` 3x3 convs, 64 -> 32-growth dense blocks; SRVGG: conv, PReLU/ReLU pairs,
+``15 * num_block + 4`` 3x3 convs plus one per upsampling stage - 2 for x4, 0/1/3 for the
+original ESRGAN x1/x2/x8 layout; SRVGG: conv, PReLU/ReLU pairs,
 a last conv to ``c * upscale^2`` channels and a PixelShuffle). The mapping is then *verified*:
 a small reference interpreter runs the ncnn graph itself (every layer as ncnn defines it) on a
 fixed random probe, and the mapped network must give the same output (and the same output
@@ -362,14 +363,17 @@ def _map_rrdbnet(layers: list[Layer]) -> tuple[str, dict[str, Tensor]] | None:
     """Convs in file order -> BasicSR RRDBNet keys, when count and shapes fit."""
     convs = _convs(layers)
     n = len(convs)
-    if n < 21 or (n - 6) % 15:
+    # 15 per block + conv_first, conv_body, conv_hr, conv_last + one per upsampling stage
+    stages = next((s for s in (2, 0, 1, 3) if n - 4 - s >= 15 and (n - 4 - s) % 15 == 0), None)
+    if stages is None:
         return None
-    nb = (n - 6) // 15
+    nb = (n - 4 - stages) // 15
     names = ["conv_first"]
     for b in range(nb):
         for r in range(1, 4):
             names += [f"body.{b}.rdb{r}.conv{j}" for j in range(1, 6)]
-    names += ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    names += ["conv_body", *[f"conv_up{k}" for k in range(1, stages + 1)], "conv_hr",
+              "conv_last"]
     sd: dict[str, Tensor] = {}
     for key, ly in zip(names, convs, strict=True):
         if "bias" not in ly.weights:

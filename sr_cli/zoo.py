@@ -386,10 +386,31 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
         return _load_file(files[key], key, scale)
     if path.suffix.lower() in WEIGHT_SUFFIXES or os.sep in name or "/" in name:
         raise ModelError(f"{name}: no such weights file")
+    official = _official_hint(name)
+    if official:
+        raise ModelError(official)
     known = sorted(set(files) | set(BASELINES))
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ModelError(f"unknown model {name!r}{hint} (see `sr models list`)")
+
+
+def _official_hint(name: str) -> str | None:
+    """One line for an official model name that is not in the cache yet: the command that
+    fetches it (and how to import a copy downloaded by hand); None for other names."""
+    from sr_cli import fetch
+
+    try:
+        entry = fetch.find_entry(name)
+    except ModelError:
+        return None
+    if entry.url is None:
+        return (f"{entry.name} is an official model that is not fetched yet and has no direct "
+                f"address: download {entry.filename} by hand (see `sr models fetch --list`), "
+                f"then run `sr models fetch {entry.name} --file {entry.filename}`")
+    return (f"{entry.name} is an official model that is not fetched yet: run `sr models fetch "
+            f"{entry.name}` (or, with a copy downloaded by hand, `sr models fetch {entry.name} "
+            f"--file {entry.filename}`)")
 
 
 def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel:

@@ -335,13 +335,13 @@ def test_unknown_name_and_usage(runner, home):
 
 def test_manual_only_model_explains_and_imports_file(runner, home, tmp_path, monkeypatch):
     r = _fetch(runner, "RRDB_PSNR_x4")
-    assert r.exit_code == 4, r.output
+    assert r.exit_code == 2, r.output  # a usage matter (needs --file), not a verification error
     assert "drive.google.com" in r.output and "--file" in r.output
     # The same path as the real entry, with a tiny stand-in checkpoint imported by hand.
     data, sd = _checkpoint(seed=5)
     entry = _entry("manual-tiny", data, manual="get it by hand")
     monkeypatch.setitem(core.CATALOG, entry.name, entry)
-    assert _fetch(runner, "manual-tiny").exit_code == 4
+    assert _fetch(runner, "manual-tiny").exit_code == 2
     f = tmp_path / "manual-tiny.pth"
     f.write_bytes(data)
     r = _fetch(runner, "manual-tiny", "--file", str(f))
@@ -352,11 +352,51 @@ def test_manual_only_model_explains_and_imports_file(runner, home, tmp_path, mon
     assert f.exists()  # the user's file is left alone
 
 
+def test_file_errors_name_the_given_file(runner, home, tmp_path, tiny, monkeypatch):
+    entry, _ = tiny
+    # under the upstream name: checked against the published size/SHA-256
+    bad = tmp_path / "dl dir" / entry.filename
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a checkpoint")
+    r = _fetch(runner, "tiny-srvgg", "--file", str(bad))
+    assert r.exit_code == 4, r.output
+    assert str(bad) in r.output and "nothing was imported" in r.output
+    assert "deleted" not in r.output and bad.exists()
+    # under another name: checked by loading it
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"garbage")
+    r = _fetch(runner, "tiny-srvgg", "--file", str(other))
+    assert r.exit_code == 4, r.output
+    assert str(other) in r.output
+    data, _ = _checkpoint(arch="rrdbnet",
+                          hp={"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 2})
+    other.write_bytes(data)
+    r = _fetch(runner, "tiny-srvgg", "--file", str(other))
+    assert r.exit_code == 4, r.output
+    assert f"{other}: expected srvgg" in r.output.replace("\n", "")
+    assert _leftovers(home) == []
+
+
+def test_official_name_not_fetched_says_how(runner, home, make_image, write_png, tmp_path):
+    img = write_png("a.png", make_image(8, 8))
+    for flag in ("-m", "-n"):
+        r = runner.invoke(app, ["upscale", str(img), str(tmp_path / "b.png"), flag,
+                                "RealESRGAN_x4plus"])
+        assert r.exit_code == 4, r.output
+        line = r.output.strip()
+        assert "\n" not in line
+        assert "`sr models fetch RealESRGAN_x4plus`" in line and "--file" in line
+    r = runner.invoke(app, ["models", "info", "RRDB_PSNR_x4"])
+    assert r.exit_code == 4 and "no direct address" in r.output
+    assert "sr models fetch RRDB_PSNR_x4 --file RRDB_PSNR_x4.pth" in r.output
+
+
 def test_list_and_catalogue():
     names = set(core.CATALOG)
-    assert {"RealESRGAN_x4plus", "RealESRGAN_x2plus", "RealESRGAN_x4plus_anime_6B",
-            "realesr-general-x4v3", "realesr-general-wdn-x4v3", "realesr-animevideov3",
-            "RRDB_ESRGAN_x4", "RRDB_PSNR_x4"} <= names
+    assert {"RealESRGAN_x4plus", "RealESRNet_x4plus", "RealESRGAN_x2plus",
+            "RealESRGAN_x4plus_anime_6B", "realesr-general-x4v3", "realesr-general-wdn-x4v3",
+            "realesr-animevideov3", "RealESRGANv2-animevideo-xsx2",
+            "RealESRGANv2-animevideo-xsx4", "RRDB_ESRGAN_x4", "RRDB_PSNR_x4"} <= names
     e = core.CATALOG["realesr-animevideov3"]
     assert e.size == 2_334_339
     assert e.sha256 == "4e1e09ba96d08bd4b8455e8897c3242a3501e3766f359941ea894122e158a932"

@@ -54,8 +54,38 @@ def test_list_json_with_zoo_models(runner, isolated_zoo):
     assert rows["compact-x2"]["default"] and not rows["bicubic"]["default"]
     assert rows["compact-x2"]["scores"]["Set5"]["psnr_y"] == 33.1
     table = runner.invoke(app, ["models", "list"])
-    assert "33.10 0.9100" in table.stdout and "compact-x2" in table.stdout
+    assert "Set5 33.10/0.9100" in table.stdout and "compact-x2" in table.stdout
     assert "default model: compact-x2" in table.stderr
+    long = runner.invoke(app, ["models", "list", "--long"])
+    assert "33.10 0.9100" in long.stdout and str(isolated_zoo) in long.stdout
+
+
+def test_list_fits_100_columns_without_paths(runner, isolated_zoo):
+    net, desc = build("srvgg", num_feat=8, num_conv=2, upscale=2)
+    many = {f"Dataset{i}": {"psnr_y": 30.0 + i, "ssim_y": 0.9, "niqe": 5.0} for i in range(9)}
+    name = "a-rather-long-model-name-from-the-community-x2"
+    zoo.save_model(isolated_zoo / f"{name}.safetensors", net, desc,
+                   {"scores": json.dumps(many)})
+    table = runner.invoke(app, ["models", "list"])
+    assert table.exit_code == 0, table.output
+    assert max(len(ln) for ln in table.stdout.splitlines()) <= 100
+    assert str(isolated_zoo) not in table.stdout and name in table.stdout
+    assert "..." in table.stdout and "niqe" not in table.stdout
+
+
+def test_info_accepts_rgb(runner, tmp_path):
+    path = tmp_path / "tiny.pth"
+    _tiny_pth(path)
+    for model, want in ((str(path), True), ("bicubic", True)):
+        facts = json.loads(runner.invoke(app, ["models", "info", model, "--json"]).stdout)
+        assert facts["accepts_rgb"] is want, model
+    net, desc = build("srcnn", in_channels=1)
+    zoo.save_model(tmp_path / "y.safetensors", net, desc)
+    facts = json.loads(runner.invoke(app, ["models", "info", str(tmp_path / "y.safetensors"),
+                                           "--json"]).stdout)
+    assert facts["in_channels"] == 1 and facts["accepts_rgb"] is True  # converts RGB to Y
+    gray = build("srvgg", num_in_ch=1, num_out_ch=1, num_feat=4, num_conv=1)[1]
+    assert gray.accepts_rgb is False
 
 
 def test_info_on_pth_baseline_and_unknown(runner, tmp_path):

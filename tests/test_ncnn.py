@@ -95,7 +95,8 @@ def write_rrdbnet(net: torch.nn.Module, path: Path, fp16: bool) -> Path:
     body = w.conv(x, net.conv_body)
     feat = w.blob()
     w.layer("BinaryOp", [first, body], [feat], "0=0")
-    for conv in (net.conv_up1, net.conv_up2):
+    for k in range(1, net.stages + 1):
+        conv = getattr(net, f"conv_up{k}")
         up = w.blob()
         w.layer("Interp", [feat], [up], "0=1 1=2.000000e+00 2=2.000000e+00")
         feat = w.conv(up, conv, LRELU)
@@ -171,6 +172,17 @@ def test_rrdbnet_ncnn_roundtrip(tmp_path, fp16):
     assert lm.desc.hparams["num_block"] == 2 and lm.desc.hparams["num_grow_ch"] == 4
     assert lm.metadata["ncnn_storage"] == ("fp16" if fp16 else "fp32")
     _check(lm, net, path, fp16)
+
+
+@pytest.mark.parametrize(("stages", "scale"), [(0, 1), (3, 8)])
+def test_old_layout_rrdbnet_ncnn(tmp_path, stages, scale):
+    """ESRGAN x1/x8 (no unshuffle, 0/3 upsampling stages) exported to ncnn."""
+    net = _random("rrdbnet", num_feat=4, num_block=1, num_grow_ch=4, scale=scale,
+                  upsample_stages=stages)
+    path = write_rrdbnet(net, tmp_path / "r.param", True)
+    lm = zoo.load_model(str(path))
+    assert lm.desc.scale == scale and lm.desc.hparams["upsample_stages"] == stages
+    _check(lm, net, path, True)
 
 
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])

@@ -286,3 +286,68 @@ def test_official_realesr_animevideov3_loads(shared_dir):
         y = lm.net(x)
     # a flat grey image stays (nearly) flat grey through a trained x4 model
     assert y.shape == (1, 3, 24, 24) and (y - 0.5).abs().max() < 0.05
+
+
+def _to_old_esrgan_stages(sd: dict, num_block: int, stages: int) -> dict:
+    """Old ``model.N`` keys of an ESRGAN with ``stages`` upsampling stages (x1/x2/x8 files):
+    0 conv_first, 1 trunk, (upsample, conv, lrelu) per stage, conv_hr, lrelu, conv_last."""
+    top = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}",
+           "conv_hr": f"model.{3 * stages + 2}", "conv_last": f"model.{3 * stages + 4}"}
+    top.update({f"conv_up{k}": f"model.{3 * k}" for k in range(1, stages + 1)})
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(\w+)$", k)
+        if m:
+            k = f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"
+        else:
+            head, tail = k.split(".", 1)
+            k = f"{top[head]}.{tail}"
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize(("stages", "scale"), [(0, 1), (1, 2), (3, 8)])
+def test_old_esrgan_x1_x2_x8_load_and_tile(stages, scale, tmp_path):
+    """Community ESRGAN files (old model.N keys, original repo keys) with 0/1/3 upsampling
+    stages and no pixel-unshuffle: detected, loaded, same forward, tiled == untiled, and the
+    safetensors conversion keeps the layout."""
+    from sr_cli.infer.tiling import plan_tiles, run_tiled
+
+    net, desc = _randomized("rrdbnet", scale=scale, upsample_stages=stages, **TINY_RRDB)
+    assert desc.scale == scale and desc.size_multiple == 1
+    assert net.conv_first.in_channels == 3
+    assert sorted(k for k in net.state_dict() if k.startswith("conv_up")) == sorted(
+        f"conv_up{k}.{p}" for k in range(1, stages + 1) for p in ("weight", "bias"))
+    old = _to_old_esrgan_stages(net.state_dict(), TINY_RRDB["num_block"], stages)
+    torch.save(old, tmp_path / "old.pth")
+    orig = {k.replace("conv_up3", "upconv3"): v for k, v in
+            _to_original_esrgan(net.state_dict()).items()}
+    torch.save(orig, tmp_path / "orig.pth")
+    for name in ("old.pth", "orig.pth"):
+        loaded = zoo.load_model(str(tmp_path / name))
+        assert loaded.desc == desc, name
+        assert _same_outputs(loaded.net, net), name
+    zoo.save_model(tmp_path / "x.safetensors", loaded.net, loaded.desc)
+    again = zoo.load_model(str(tmp_path / "x.safetensors"))
+    assert again.desc == desc and _same_outputs(again.net, net)
+    x = torch.rand(1, 3, 20, 18, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = net(x)
+        tiled = run_tiled(net, x, scale, plan_tiles(20, 18, 8, desc.context))
+    assert ref.shape == (1, 3, 20 * scale, 18 * scale)
+    torch.testing.assert_close(tiled, ref, atol=1e-5, rtol=0)
+
+
+def test_rrdbnet_layout_checks():
+    with pytest.raises(ValueError, match="upsample_stages=3"):
+        build("rrdbnet", scale=8, **TINY_RRDB)
+    with pytest.raises(ValueError, match="scale 2\\*\\*stages"):
+        build("rrdbnet", scale=4, upsample_stages=3, **TINY_RRDB)
+    # the standard x4 is one layout, not two: stages=2 files detect as the default
+    net, _ = build("rrdbnet", scale=4, upsample_stages=2, **TINY_RRDB)
+    assert zoo.detect_arch(net.state_dict())[1]["upsample_stages"] is None
+    # a unshuffled input with another number of stages is no RRDBNet
+    net, _ = build("rrdbnet", scale=2, **TINY_RRDB)
+    sd = {k: v for k, v in net.state_dict().items() if not k.startswith("conv_up2")}
+    with pytest.raises(ModelError, match="no known architecture"):
+        zoo.detect_arch(sd)

@@ -28,9 +28,10 @@ class Descriptor:
         arch: registry id, e.g. ``"rrdbnet"``.
         scale: native integer upscaling factor; ``0`` means any factor (non-learned baselines,
             which read the factor from ``hparams["scale"]``).
-        in_channels: image channels the network takes (1 or 3). A 1-channel network whose
-            ``accepts_rgb`` is true converts RGB to BT.601 Y internally (SRCNN-Y).
-        accepts_rgb: see ``in_channels``.
+        in_channels: image channels the network takes (1 or 3).
+        accepts_rgb: RGB images go in as they are: every 3-channel network (the default when
+            not given: ``in_channels == 3``), and a 1-channel network that converts RGB to
+            BT.601 Y internally (SRCNN-Y).
         size_multiple: input height/width must be a multiple of this (pixel-unshuffle: 2 for
             RRDBNet x2, 4 for x1); the engine pads by reflection and crops.
         context: input pixels on each side that influence an output pixel (receptive radius),
@@ -44,11 +45,15 @@ class Descriptor:
     scale: int
     in_channels: int
     hparams: dict[str, Any]
-    accepts_rgb: bool = False
+    accepts_rgb: bool | None = None
     size_multiple: int = 1
     context: int = 16
     supports_half: bool = True
     learned: bool = True
+
+    def __post_init__(self) -> None:
+        if self.accepts_rgb is None:
+            object.__setattr__(self, "accepts_rgb", self.in_channels == 3)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ two nearest x2 up-samplings each followed by a 3x3 conv (``conv_up1``, ``conv_up
 so ``conv_first`` sees 4x or 16x the channels), as Real-ESRGAN does; the internal x4 then gives
 x2 / x1. Dense-block convolutions are initialised with Kaiming-normal weights times 0.1.
 
+``upsample_stages`` (default None: the layout above) builds the original ESRGAN layout used by
+community x1/x2/x8 files instead: no pixel-unshuffle, and that many nearest-x2 + conv stages
+(``conv_up1..conv_upN``; 0 for x1, 1 for x2, 3 for x8), so ``scale == 2 ** upsample_stages``.
+
 Three key schemes load (see :func:`canonical_keys`): BasicSR / Real-ESRGAN (canonical), the
 original ESRGAN repository (``RRDB_trunk.N.RDBK.convJ``, ``trunk_conv``, ``upconv1``, ``HRconv``)
 and the old ESRGAN ``model.N`` layout (``model.1.sub.N.RDBK.convJ.0``).
@@ -94,17 +98,25 @@ class RRDBNet(nn.Module):
         num_feat: int = 64,
         num_block: int = 23,
         num_grow_ch: int = 32,
+        upsample_stages: int | None = None,
     ) -> None:
         super().__init__()
-        if scale not in UNSHUFFLE:
-            raise ValueError(f"RRDBNet supports scale 1, 2 or 4, got {scale}")
+        if upsample_stages is None:
+            if scale not in UNSHUFFLE:
+                raise ValueError(f"RRDBNet supports scale 1, 2 or 4, got {scale} (x8: give "
+                                 "upsample_stages=3)")
+            self.unshuffle, self.stages = UNSHUFFLE[scale], 2
+        else:
+            if upsample_stages not in (0, 1, 2, 3) or scale != 2**upsample_stages:
+                raise ValueError(f"RRDBNet with upsample_stages={upsample_stages} needs "
+                                 f"scale 2**stages (stages 0..3), got scale {scale}")
+            self.unshuffle, self.stages = 1, upsample_stages
         self.scale = scale
-        self.unshuffle = UNSHUFFLE[scale]
         self.conv_first = nn.Conv2d(num_in_ch * self.unshuffle**2, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        for k in range(1, self.stages + 1):
+            setattr(self, f"conv_up{k}", nn.Conv2d(num_feat, num_feat, 3, 1, 1))
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
@@ -113,32 +125,41 @@ class RRDBNet(nn.Module):
         feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
         feat = self.conv_first(feat)
         feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
+        for k in range(1, self.stages + 1):
+            up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
+            feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 
 DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
-                            "num_block": 23, "num_grow_ch": 32}
+                            "num_block": 23, "num_grow_ch": 32, "upsample_stages": None}
+
+
+def _layout(hp: Mapping[str, Any]) -> tuple[int, int]:
+    """``(unshuffle factor, upsampling stages)`` of hyperparameters."""
+    if hp.get("upsample_stages") is None:
+        return UNSHUFFLE[int(hp["scale"])], 2
+    return 1, int(hp["upsample_stages"])
 
 
 def receptive_radius(hp: Mapping[str, Any]) -> int:
     """Theoretical receptive radius in input pixels (zero-padded 3x3 convs everywhere).
 
-    Backwards from an output pixel: conv_last, conv_hr, conv_up2 (radius 3 at 4x), nearest x2
-    (``ceil(R/2)``), conv_up1, nearest x2, conv_body + 15 convs per RRDB + conv_first, then the
-    pixel unshuffle by ``u`` (``u*R + u - 1`` input pixels).
+    Backwards from an output pixel: conv_last, conv_hr (radius 2), then per upsampling stage
+    its conv (+1) and the nearest x2 (``ceil(R/2)``), then conv_body + 15 convs per RRDB +
+    conv_first, then the pixel unshuffle by ``u`` (``u*R + u - 1`` input pixels).
     """
-    u = UNSHUFFLE[int(hp["scale"])]
-    r = 3
-    r = -(-r // 2) + 1
-    r = -(-r // 2) + 1 + 15 * int(hp["num_block"]) + 1
+    u, stages = _layout(hp)
+    r = 2
+    for _ in range(stages):
+        r = -(-(r + 1) // 2)
+    r += 15 * int(hp["num_block"]) + 2
     return u * r + u - 1
 
 
 def describe(hp: Mapping[str, Any]) -> Descriptor:
     """Context: the theoretical radius when small, else :data:`PRACTICAL_CONTEXT`."""
-    u = UNSHUFFLE[int(hp["scale"])]
+    u, _ = _layout(hp)
     ctx = min(receptive_radius(hp), PRACTICAL_CONTEXT)
     ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
     return Descriptor(
@@ -158,12 +179,23 @@ _ORIG = [
     (re.compile(r"^trunk_conv\.(weight|bias)$"), r"conv_body.\1"),
     (re.compile(r"^upconv1\.(weight|bias)$"), r"conv_up1.\1"),
     (re.compile(r"^upconv2\.(weight|bias)$"), r"conv_up2.\1"),
+    (re.compile(r"^upconv3\.(weight|bias)$"), r"conv_up3.\1"),
     (re.compile(r"^HRconv\.(weight|bias)$"), r"conv_hr.\1"),
 ]
 _OLD_SUB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
 _OLD_BODY = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
-_OLD_TOP = {"0": "conv_first", "3": "conv_up1", "6": "conv_up2", "8": "conv_hr", "10": "conv_last"}
 _OLD = re.compile(r"^model\.(\d+)\.(weight|bias)$")
+
+
+def _old_top(stages: int) -> dict[str, str]:
+    """``model.N`` index -> module of the old layout with ``stages`` upsampling stages:
+    ``0`` conv_first, ``1`` the trunk, then (upsample, conv_upK, lrelu) per stage, then
+    conv_hr, lrelu, conv_last (x4: 3, 6, 8, 10)."""
+    top = {"0": "conv_first"}
+    top.update({str(3 * k): f"conv_up{k}" for k in range(1, stages + 1)})
+    top[str(3 * stages + 2)] = "conv_hr"
+    top[str(3 * stages + 4)] = "conv_last"
+    return top
 
 
 def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
@@ -182,14 +214,16 @@ def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
             out[k] = v
         return out
     if any(_OLD_SUB.match(k) for k in keys):
+        last = max((int(m[1]) for k in keys if (m := _OLD.match(k))), default=10)
+        top = _old_top(max(0, (last - 4) // 3))
         out = {}
         for k, v in sd.items():
             if m := _OLD_SUB.match(k):
                 out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = v
             elif m := _OLD_BODY.match(k):
                 out[f"conv_body.{m[2]}"] = v  # model.1.sub.<num_block>: the trunk conv
-            elif (m := _OLD.match(k)) and m[1] in _OLD_TOP:
-                out[f"{_OLD_TOP[m[1]]}.{m[2]}"] = v
+            elif (m := _OLD.match(k)) and m[1] in top:
+                out[f"{top[m[1]]}.{m[2]}"] = v
             else:
                 out[k] = v  # unknown: left as is, so loading reports it
         return out
@@ -200,22 +234,31 @@ _BLOCK = re.compile(r"^body\.(\d+)\.rdb1\.conv1\.weight$")
 
 
 def detect(sd: StateDict) -> dict[str, Any] | None:
-    """Recognise canonical RRDBNet keys; scale from ``conv_first`` in/out-channel ratio."""
-    need = ("conv_first.weight", "conv_body.weight", "conv_up1.weight", "conv_up2.weight",
-            "conv_hr.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")
+    """Recognise canonical RRDBNet keys. Two upsampling convs: the Real-ESRGAN layout, scale
+    from the ``conv_first`` in/out-channel ratio (pixel-unshuffle); 0, 1 or 3 of them (and no
+    unshuffle): the original ESRGAN layout of x1/x2/x8 files (``upsample_stages``)."""
+    need = ("conv_first.weight", "conv_body.weight", "conv_hr.weight", "conv_last.weight",
+            "body.0.rdb1.conv1.weight")
     if not all(k in sd for k in need):
+        return None
+    stages = 0
+    while f"conv_up{stages + 1}.weight" in sd:
+        stages += 1
+    if stages > 3 or any(k.startswith(f"conv_up{stages + 2}.") for k in sd):
         return None
     first, last = sd["conv_first.weight"], sd["conv_last.weight"]
     out_ch = int(last.shape[0])
     ratio, rem = divmod(int(first.shape[1]), out_ch)
     scales = {1: 4, 4: 2, 16: 1}
-    if rem or ratio not in scales:
+    if rem or ratio not in scales or (stages != 2 and ratio != 1):
         return None
+    scale = scales[ratio] if stages == 2 else 2**stages
     blocks = [int(m.group(1)) for k in sd if (m := _BLOCK.match(k))]
     return {
         "num_in_ch": out_ch,
         "num_out_ch": out_ch,
-        "scale": scales[ratio],
+        "upsample_stages": None if stages == 2 else stages,
+        "scale": scale,
         "num_feat": int(first.shape[0]),
         "num_block": max(blocks) + 1,
         "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
@@ -229,7 +272,8 @@ SPEC = ArchSpec(
     describe=describe,
     detect=detect,
     canonical_keys=canonical_keys,
-    description="RRDBNet (ESRGAN / Real-ESRGAN generator), BasicSR layout, x1/x2/x4",
+    description="RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
+                "x1/x2/x8 (ESRGAN)",
     extra={"tiny": {"num_feat": 8, "num_block": 2, "num_grow_ch": 4, "scale": 2},
-           "scales": (1, 2, 4)},
+           "scales": (1, 2, 4, 8)},
 )

@@ -118,7 +118,7 @@ def describe(hp: Mapping[str, Any]) -> Descriptor:
         scale=int(hp["scale"]),
         in_channels=int(hp["in_channels"]),
         hparams=dict(hp),
-        accepts_rgb=hp["in_channels"] == 1,
+        accepts_rgb=True,  # 3-channel: RGB as is; 1-channel: converts RGB to Y itself
         size_multiple=1,
         context=context,
         supports_half=True,

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import typer
 
+from sr_cli import distributed
 from sr_cli.console import info, progress_bar, set_quiet
 from sr_cli.degrade.config import (
     DegradeConfig,
@@ -240,6 +241,14 @@ def degrade(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs (never the input).")
     ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip images whose outputs all exist "
+                           "(resume a batch; not with --record).")
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", metavar="K/N", help=distributed.SHARD_HELP + " "
+                                 "--record FILE.jsonl becomes FILE.K-of-N.jsonl.")
+    ] = None,
     threads: Annotated[
         int, typer.Option("--threads", min=1, help="CPU threads. The default 1 makes seeded "
                           "bytes independent of the machine's core count (parallel float sums "
@@ -255,44 +264,86 @@ def degrade(
     classical (blur, downsample, noise, JPEG) and realesrgan (USM-sharpened input, two
     stages of blur/resize/noise/JPEG, final sinc + JPEG in random order). Files map to files,
     folders to folders with the same names. The same input, seed and name give the same bytes.
+
+    Under torchrun (torchrun --nproc-per-node 8 -m sr_cli degrade hr/ -o lr/ --seed 1) the
+    images are split across ranks; seeds depend on (seed, name) only, so the bytes do not
+    depend on the number of ranks, and rank 0 writes the --record file (docs/scaling.md).
     """
     set_quiet(quiet)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
-                 replay, pairs, repeat, fmt, jpeg_backend, overwrite)
+                 replay, pairs, repeat, fmt, jpeg_backend, overwrite, skip_existing, shard)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _degrade(input, output, preset, scale, order, seed, config, set_, print_config, record,
-             replay, pairs, repeat, fmt, jpeg_backend, overwrite) -> None:
+             replay, pairs, repeat, fmt, jpeg_backend, overwrite, skip_existing=False,
+             shard=None) -> None:
     cfg = build_config(config=config, overrides=list(set_ or []), preset=preset, scale=scale,
                        order=order, seed=seed, jpeg_backend=jpeg_backend)
+    part = distributed.current(shard)
     if print_config:
-        sys.stdout.write(json.dumps(to_dict(cfg), indent=2) + "\n")
-        sys.stdout.flush()
+        if part.reports:
+            sys.stdout.write(json.dumps(to_dict(cfg), indent=2) + "\n")
+            sys.stdout.flush()
         return
     if repeat < 1:
         raise UsageError("--repeat must be at least 1")
     if record is not None and replay is not None and record.resolve() == replay.resolve():
         raise UsageError("--record and --replay must be different files")
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other")
+    if skip_existing and record is not None:
+        raise UsageError("--record lists every image; it cannot be combined with --skip-existing")
+    if record is not None and part.split and not part.gathers:
+        record = record.with_name(f"{record.stem}.{part.index}-of-{part.count}{record.suffix}")
     replay_table = _load_replay(replay) if replay is not None else None
+    # this rank's / shard's images, checked and degraded in memory; written only when every
+    # rank got this far (a bad image anywhere leaves no output, as in one process)
+    planned, err = part.attempt(lambda: _plan(input, output, pairs, repeat, fmt, cfg,
+                                              replay_table, record, overwrite, skip_existing,
+                                              part))
+    if part.settle(part.agree(err)):
+        return
+    assert planned is not None
+    results, dests, records = planned
+    _, err = part.attempt(lambda: _write(results, dests, output, pairs, fmt))
+    gathered = part.gather((err, records, len(results)))
+    if gathered is None:  # a torchrun rank other than 0, which reports for all
+        return
+    err = next((e for e, _, _ in gathered if e is not None), None)
+    if err is not None:
+        raise err
+    if record is not None:
+        lines = sorted((r for _, recs, _ in gathered for r in recs), key=lambda r: r[:2])
+        atomic_write_bytes(record, ("\n".join(line for _, _, line in lines) + "\n").encode())
+    info(f"sr degrade: {sum(n for _, _, n in gathered)} image(s), preset {cfg.preset}, "
+         f"x{cfg.scale}")
 
-    # ---- gather inputs: (name, loader)
-    items: list[tuple[str, Image]] = []
+
+def _plan(input, output, pairs, repeat, fmt, cfg, replay_table, record, overwrite,
+          skip_existing, part: distributed.Shard
+          ) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], list[list[Path]],
+                     list[tuple[str, int, str]]]:
+    """Read, check and degrade this part's images: (results, destinations, records)."""
+    # ---- gather inputs: (name, loader), then read this rank's / shard's share
+    sources: list[tuple[str, Any]] = []
     src = Path(input)
     folder_mode = input != "-" and src.is_dir()
     if input == "-":
-        items.append(("stdin.png", read_image(read_stdin_bytes(), name="<stdin>")))
+        sources.append(("stdin.png", lambda: read_image(read_stdin_bytes(), name="<stdin>")))
     elif folder_mode:
         files = sorted(p for p in src.iterdir() if p.is_file() and is_image_path(p))
         if not files:
             raise InputError(f"{input}: no images in folder")
-        items = [(p.name, read_image(p)) for p in files]
+        sources = [(p.name, lambda p=p: read_image(p)) for p in files]
     else:
-        items.append((src.name, read_image(src)))
+        sources.append((src.name, lambda: read_image(src)))
+    items: list[tuple[str, Image]] = [(name, load())
+                                      for name, load in part.pick(sources, key=lambda s: s[0])]
 
     # ---- decide destinations before doing any work (no output on error)
     if pairs is None:
@@ -311,8 +362,9 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
             elif not out_path.is_dir():
                 format_for_path(out_path)  # validates the extension early
     dests = _destinations([n for n, _ in items], repeat, output, pairs, folder_mode)
-    refuse_existing([d for group in dests for d in group]
-                    + ([record] if record is not None else []), overwrite)
+    if not skip_existing:
+        refuse_existing([d for group in dests for d in group]
+                        + ([record] if record is not None and part.reports else []), overwrite)
     need = min_input_size(cfg)
     for name, img in items:
         if min(img.height, img.width) < need:
@@ -323,12 +375,17 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
 
     # ---- process everything in memory, then write
     results: list[tuple[str, np.ndarray, np.ndarray]] = []
-    records: list[str] = []
+    records: list[tuple[str, int, str]] = []
+    kept: list[list[Path]] = []
     total = len(items) * repeat
     with progress_bar("degrade", total) as cb:
         done = 0
-        for name, img in items:
+        for n, (name, img) in enumerate(items):
             for k in range(repeat):
+                group = dests[n * repeat + k]
+                if skip_existing and group and all(d.exists() for d in group):
+                    done += 1
+                    continue
                 params = None
                 if replay_table is not None:
                     params = replay_table.get((name, k))
@@ -337,14 +394,22 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
                 s = derive_seed(cfg.seed, name, k)
                 lr, hr, p = degrade_image(img.pixels, cfg, params, s)
                 results.append((_variant_name(name, k, repeat), lr, hr))
-                records.append(json.dumps({"name": name, "variant": k, "seed": s,
-                                           "scale": cfg.scale, "params": p}, sort_keys=True))
+                kept.append(group)
+                records.append((name, k, json.dumps({"name": name, "variant": k, "seed": s,
+                                                     "scale": cfg.scale, "params": p},
+                                                    sort_keys=True)))
                 done += 1
                 cb(done, total)
+    return results, kept, records
 
+
+def _write(results: list[tuple[str, np.ndarray, np.ndarray]], dests: list[list[Path]],
+           output: str, pairs: Path | None, fmt: str | None) -> None:
     if output == "-" and pairs is None:
-        f = (fmt or "png").lower()
-        write_stdout_bytes(encode_image(Image(results[0][1]), format_for_path(Path("x"), f)))
+        if results:  # (a rank without the one image has nothing to write)
+            f = (fmt or "png").lower()
+            write_stdout_bytes(encode_image(Image(results[0][1]),
+                                            format_for_path(Path("x"), f)))
     else:
         for (_, lr, hr), group in zip(results, dests, strict=True):
             for dest, pixels in zip(group, [hr, lr] if pairs is not None else [lr],
@@ -352,6 +417,3 @@ def _degrade(input, output, preset, scale, order, seed, config, set_, print_conf
                 make_parent(dest)
                 fmt_out = "png" if pairs is not None else format_for_path(dest, fmt)
                 atomic_write_bytes(dest, encode_image(Image(pixels), fmt_out))
-    if record is not None:
-        atomic_write_bytes(record, ("\n".join(records) + "\n").encode())
-    info(f"sr degrade: {len(results)} image(s), preset {cfg.preset}, x{cfg.scale}")

@@ -53,8 +53,10 @@ def fetch(
     stored in $SR_HOME/models (else $XDG_CACHE_HOME/sr/models, else ~/.cache/sr/models),
     where -m NAME finds them. Downloads resume (HTTP Range) after a dropped connection: the
     partial file waits in <cache>/downloads/; a mismatched or unconvertible file is deleted.
-    Exit codes: 1 network failure (offline, HTTP error, timeout), 4 verification failure or
-    unknown name.
+    A model without a stable address (RRDB_PSNR_x4) is imported from a copy you downloaded:
+    the error says where to get it, then --file FILE. Exit codes: 1 network failure (offline,
+    HTTP error, timeout), 2 a model that needs --file, 4 unknown name or a file that fails
+    verification (the message names it).
     """
     from sr_cli import fetch as core
 

@@ -47,6 +47,23 @@ def _fmt_scores(scores: dict[str, Any]) -> str:
     return "; ".join(parts) if parts else "-"
 
 
+def _short_scores(scores: dict[str, Any]) -> str:
+    """``Set5 30.57/0.8734; Set14 27.66/0.7598``: PSNR-Y/SSIM-Y only, Set5 first."""
+    parts = []
+    for ds, vals in sorted(scores.items(), key=lambda kv: (kv[0].lower() != "set5", kv[0])):
+        if not isinstance(vals, dict):
+            continue
+        psnr, ssim = vals.get("psnr_y", vals.get("psnr")), vals.get("ssim_y", vals.get("ssim"))
+        if isinstance(psnr, (int, float)):
+            txt = f"{psnr:.2f}" + (f"/{ssim:.4f}" if isinstance(ssim, (int, float)) else "")
+            parts.append(f"{ds} {txt}")
+    return "; ".join(parts) if parts else "-"
+
+
+WIDTH = 100
+"""The table of `sr models list` fits this many columns (without --long)."""
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -57,14 +74,18 @@ def _table(rows: list[list[str]]) -> str:
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")]
     = False,
+    long: Annotated[bool, typer.Option("--long", "-l", help="Add the FILE column (absolute "
+                                       "paths) and every score (NIQE...).")] = False,
 ) -> None:
-    """List the models of the zoo: name, architecture, scale, parameters, file, scores.
+    """List the models of the zoo: name, architecture, scale, parameters, scores.
 
     Example: sr models list --json | jq '.[] | select(.default)'
 
-    The table (or JSON) goes to stdout. The default model (used when -m is not given) is marked
-    with '*'; while the zoo holds no scored learned model it is the bicubic baseline, and a note
-    on stderr says so. Zoo folders: the repository's models/, $SR_HOME/models (else
+    The table (or JSON) goes to stdout. The table fits 100 columns: scores are PSNR-Y/SSIM-Y
+    per data set, Set5 first (a long cell is cut with '...'); --long adds each file's path and
+    every score. The default model (used when -m is not given) is marked with '*'; while the
+    zoo holds no scored learned model it is the bicubic baseline, and a note on stderr says
+    so. Zoo folders: the repository's models/, $SR_HOME/models (else
     ~/.cache/sr/models) and SR_MODELS_PATH; `sr models info NAME` shows one model in detail.
     """
     entries = zoo.list_models()
@@ -72,17 +93,28 @@ def list_(
     if as_json:
         typer.echo(json.dumps([e.to_json() for e in entries], indent=2))
     else:
-        rows = [["", "NAME", "ARCH", "SCALE", "PARAMS", "FILE", "SCORES (PSNR-Y SSIM-Y)"]]
+        head = ["", "NAME", "ARCH", "SCALE", "PARAMS"]
+        rows = [head + (["FILE", "SCORES (PSNR-Y SSIM-Y)"] if long
+                        else ["SCORES (PSNR-Y/SSIM-Y)"])]
         for e in entries:
-            rows.append([
+            row = [
                 "*" if e.default else "",
                 e.name,
                 e.arch,
                 _fmt_scale(e.scale),
                 f"{e.params:,}" if e.learned else "-",
-                str(e.file) if e.file else "(built in)",
-                _fmt_scores(e.scores),
-            ])
+            ]
+            if long:
+                row += [str(e.file) if e.file else "(built in)", _fmt_scores(e.scores)]
+            else:
+                row.append(_short_scores(e.scores))
+            rows.append(row)
+        if not long:
+            widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+            room = max(20, WIDTH - sum(w + 2 for w in widths))
+            for r in rows:
+                if len(r[-1]) > room:
+                    r[-1] = r[-1][: room - 3] + "..."
         typer.echo(_table(rows))
     if default == "bicubic" and not any(e.learned and e.default for e in entries):
         info("default model: bicubic (fallback: no scored learned model in models/ yet)")
@@ -120,8 +152,9 @@ def info_(
 
     Example: sr models info weights/realesr-animevideov3.pth
 
-    Works on zoo names, the baselines (bicubic, lanczos, nearest) and any .safetensors or .pth
-    file (the architecture is detected from the tensors when the file has no metadata).
+    Works on zoo names, the baselines (bicubic, lanczos, nearest), any .safetensors or .pth
+    file (the architecture is detected from the tensors when the file has no metadata) and ncnn
+    .param files. accepts_rgb: RGB images go in as they are (every 3-channel network).
     """
     facts = _describe(zoo.load_model(model))
     if as_json:
@@ -141,7 +174,8 @@ def info_(
 
 
 def convert(
-    src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt or .safetensors).")],
+    src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt, .safetensors, or an "
+                                        "ncnn .param with its .bin beside it).")],
     dst: Annotated[str, typer.Argument(help="Output .safetensors file ('-' for stdout).")],
     name: Annotated[
         str | None, typer.Option("--name", help="Model name stored in the metadata.")
@@ -160,6 +194,8 @@ def convert(
 
     The architecture and hyperparameters are detected from the tensors (BasicSR, original
     ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.
+    An ncnn model (realesrgan-ncnn-vulkan / upscayl .param + .bin, fp16 or fp32) is mapped onto
+    RRDBNet or SRVGGNetCompact and checked against a run of the ncnn graph itself.
     .pth files are read with torch.load(weights_only=True): pickles that need code execution are
     refused. The output is written atomically and never over the input.
     """

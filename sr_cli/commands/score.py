@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import typer
 
-from sr_cli import console
+from sr_cli import console, distributed
 from sr_cli.errors import ThresholdError, UsageError
 
 FIT_NIQE = "fit-niqe"
@@ -191,6 +191,9 @@ def score(
                                          min=1)] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on "
                                         "stderr.")] = False,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N", help=distributed.
+                                              SHARD_HELP + " Means are over the part's "
+                                              "images; gates are checked per part.")] = None,
 ) -> None:
     """Measure images the way papers report them: PSNR, SSIM, NIQE, Ma, PI.
 
@@ -206,6 +209,10 @@ def score(
     sr score fit-niqe DIR -o FILE.npz fits NIQE pristine parameters from natural images
     (the NIQE paper's estimatemodelparam procedure); the literal first argument 'fit-niqe'
     selects it (score a file of that name as ./fit-niqe).
+
+    Under torchrun (torchrun --nproc-per-node 4 -m sr_cli score --json out/ HR/) the images
+    are split across ranks; rank 0 gathers the per-image scores, computes the means once and
+    prints the same output as one process (docs/scaling.md).
     """
     console.set_quiet(quiet)
     saved = torch.get_num_threads()
@@ -213,14 +220,14 @@ def score(
     try:
         _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, strip_suffix,
                niqe_params, ma_model, json_, csv_, fail_under, fail_over, device, output,
-               threshold)
+               threshold, shard)
     finally:
         torch.set_num_threads(saved)
 
 
 def _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, strip_suffix,
            niqe_params, ma_model, json_, csv_, fail_under, fail_over, device, output,
-           threshold) -> None:
+           threshold, shard=None) -> None:
     if sr == FIT_NIQE:
         _fit_niqe(hr, output, threshold)
         return
@@ -243,7 +250,8 @@ def _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, s
     under = runner.parse_gates(fail_under, "--fail-under", metrics)
     over = runner.parse_gates(fail_over, "--fail-over", metrics)
     border = crop_border if crop_border is not None else (scale or 0)
-    dev = _device(device)
+    part = distributed.current(shard)
+    dev = _device(part.device(device))
 
     settings = runner.Settings(metrics=metrics, channel=channel, crop_border=border, scale=scale,
                                device=dev)
@@ -274,10 +282,30 @@ def _score(sr, hr, psnr_, ssim_, niqe_, ma_, pi_, channel, scale, crop_border, s
         convention["niqe_channel"] = "y (rgb2ycbcr, rounded as MATLAB uint8)"
         convention["niqe_params"] = settings.niqe_params.name
     pairs = runner.pair_inputs(sr, hr, strip_suffix)
-    with console.progress_bar("score", len(pairs), enabled=None if len(pairs) > 1 else False) as cb:
-        rows, means = runner.score_all(pairs, settings, callback=cb)
+    mine = part.pick(pairs, key=lambda p: p.name)  # this rank's / shard's images
+    with console.progress_bar("score", len(mine), enabled=None if len(mine) > 1 else False) as cb:
+        done = [0]  # images scored so far: the next one is where an error came from
+
+        def count(i: int, n: int) -> None:
+            done[0] = i
+            cb(i, n)
+
+        def run() -> list[dict[str, Any]]:
+            return runner.score_rows(mine, settings, callback=count)
+
+        rows, err = part.attempt(run)
+    gathered = part.gather((rows, err, mine[done[0]].name if err is not None else None))
+    if gathered is None:  # a torchrun rank other than 0: rank 0 reports for all
+        return
+    order = {p.name: i for i, p in enumerate(pairs)}
+    failed_at = [(order[name], e) for _, e, name in gathered if e is not None]
+    if failed_at:  # the error of the first failing image, as one process would stop there
+        raise min(failed_at, key=lambda f: f[0])[1]
+    rows = sorted((r for part_rows, _, _ in gathered for r in part_rows or []),
+                  key=lambda r: order[r["name"]])
+    means = runner.mean_scores(rows, metrics)
     mode = "json" if json_ else "csv" if csv_ else "table"
     _emit(rows, means, metrics, convention, mode)
-    failed = runner.check_gates(means, under, over)
+    failed = runner.check_gates(means, under, over) if rows else []
     if failed:
         raise ThresholdError("score gate not met: " + "; ".join(failed))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sr_cli import console
+from sr_cli import console, distributed
 from sr_cli.errors import ExitCode, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS, Job, plan_jobs, split_inputs_output
 from sr_cli.io.atomic import make_parent, refuse_existing
@@ -151,6 +151,15 @@ def upscale(
         bool, typer.Option("--resume", help="Video: continue an interrupted run from its "
                            "last finished segment.")
     ] = False,
+    segment_frames: Annotated[
+        int, typer.Option("--segment-frames", min=1, help="Video: frames per resumable "
+                          "segment, the unit of work across torchrun ranks (segment k goes "
+                          "to rank k % WORLD_SIZE).")
+    ] = 300,
+    shard: Annotated[
+        str | None, typer.Option("--shard", metavar="K/N", help=distributed.SHARD_HELP + " "
+                                 "Videos are split as whole files; under torchrun by segments.")
+    ] = None,
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
@@ -158,6 +167,10 @@ def upscale(
 
     More: cat in.png | sr upscale -s 2 > out.png;  sr upscale -r scans/ out/ --suffix _x4;
     sr upscale in.mp4 out.mp4 -m realesr-animevideov3 --crf 18.
+
+    Many GPUs or machines: torchrun --nproc-per-node 4 -m sr_cli upscale -r in/ out/
+    --skip-existing splits the files (a video's segments) across ranks, each on cuda:LOCAL_RANK;
+    rank 0 prints the summary and exits with the batch's code (docs/scaling.md).
     """
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
@@ -168,15 +181,20 @@ def upscale(
         raise UsageError("--scale must be > 0")
     inputs, out = split_inputs_output(list(paths or []), output)
     video = any(_is_video_path(i) for i in inputs) or _is_video_path(out)
+    part = distributed.current(shard)
     # plan image work first: a wrong path fails before a large model is loaded
-    jobs = [] if video else plan_jobs(inputs, out, recursive=recursive, suffix=suffix, ext=ext,
-                                      fmt=fmt)
+    all_jobs = [] if video else plan_jobs(inputs, out, recursive=recursive, suffix=suffix,
+                                          ext=ext, fmt=fmt)
+    jobs = part.pick(all_jobs, key=_job_key)  # this rank's / shard's files (all without one)
     if not skip_existing:
-        refuse_existing([j.dst for j in jobs if j.dst is not None], overwrite,
-                        "use --overwrite to replace or --skip-existing to keep existing outputs")
+        _, err = part.attempt(lambda: refuse_existing(
+            [j.dst for j in jobs if j.dst is not None], overwrite,
+            "use --overwrite to replace or --skip-existing to keep existing outputs"))
+        if part.settle(part.agree(err)):
+            return
 
     loaded = _load_models(model or [], mix, scale)
-    opts = InferenceOptions(device=device, precision=precision, tile=tile,
+    opts = InferenceOptions(device=part.device(device), precision=precision, tile=tile,
                             tile_batch=tile_batch, channels_last=channels_last, alpha=alpha,
                             tta=tta)
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
@@ -187,16 +205,26 @@ def upscale(
         vopts = VideoOptions(fps=fps, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
                              ffmpeg_args=ffmpeg_args, start=start, duration=duration,
                              audio=not no_audio, subtitles=not no_subtitles, resume=resume,
-                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext)
+                             overwrite=overwrite, recursive=recursive, suffix=suffix, ext=ext,
+                             segment_frames=segment_frames)
         with console.progress_bar("frames", None) as frames_bar:
             summary = upscale_videos(inputs, out, upscaler, scale, vopts, progress=frames_bar,
-                                     on_note=console.info)
-        _finish(summary, json_out, to_stdout=False)
+                                     on_note=console.info, shard=part)
+        if summary is not None:
+            _finish(summary, json_out, to_stdout=False)
         return
 
     summary = _run_jobs(jobs, upscaler, scale, quality=quality, skip_existing=skip_existing,
-                        overwrite=overwrite, max_pixels=max_pixels)
-    _finish(summary, json_out, to_stdout=any(j.dst is None for j in jobs))
+                        overwrite=overwrite, max_pixels=max_pixels,
+                        single=len(all_jobs) == 1 and not part.gathers)
+    summary = distributed.gather_batch_summary(part, summary, [_job_key(j) for j in all_jobs])
+    if summary is not None:  # None: a torchrun rank other than 0, which reports for all
+        _finish(summary, json_out, to_stdout=any(j.dst is None for j in all_jobs))
+
+
+def _job_key(job: Job) -> str:
+    """A job's name for the split across ranks and the order of gathered records."""
+    return str(job.dst) if job.dst is not None else "<stdout>"
 
 
 def _load_models(names: list[str], mix: float | None, scale: float | None) -> Any:
@@ -220,10 +248,13 @@ def _load_models(names: list[str], mix: float | None, scale: float | None) -> An
 
 def _run_jobs(
     jobs: list[Job], upscaler: Any, scale: float | None, *, quality: int | None,
-    skip_existing: bool, overwrite: bool, max_pixels: int,
+    skip_existing: bool, overwrite: bool, max_pixels: int, single: bool | None = None,
 ) -> dict[str, Any]:
+    """Run the jobs. ``single``: raise a lone job's error instead of recording it (default:
+    when there is one job; a part of a split batch records it for the gathered summary)."""
     from sr_cli.io import images
 
+    lone = len(jobs) == 1 if single is None else single
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     failures: list[SRError] = []
@@ -254,14 +285,14 @@ def _run_jobs(
                 rec.update(status="ok", in_size=[img.width, img.height],
                            out_size=[out_img.width, out_img.height])
             except SRError as exc:
-                if len(jobs) == 1:
+                if lone:
                     raise
                 failures.append(exc)
                 rec.update(status="failed", error=exc.message, code=int(exc.exit_code))
                 console.warn(exc.message if exc.message.startswith(job.label)
                              else f"{job.label}: {exc.message}")
             except OSError as exc:
-                if len(jobs) == 1:
+                if lone:
                     raise
                 err = RuntimeFailure(f"{job.label}: {exc.strerror or exc}")
                 failures.append(err)

@@ -186,18 +186,30 @@ def score_pair(pair: Pair, settings: Settings, stdin_cache: dict[str, bytes]) ->
     return out
 
 
-def score_all(
+def score_rows(
     pairs: list[Pair], settings: Settings, callback: Callable[[int, int], None] | None = None
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Score every pair; returns ``(per-image rows, means)`` (means over images)."""
+) -> list[dict[str, Any]]:
+    """Score every pair, in order; the first failing pair raises."""
     rows: list[dict[str, Any]] = []
     cache: dict[str, bytes] = {}
     for i, pair in enumerate(pairs):
         rows.append(score_pair(pair, settings, cache))
         if callback is not None:
             callback(i + 1, len(pairs))
-    means = {m: sum(r[m] for r in rows) / len(rows) for m in settings.metrics}
-    return rows, means
+    return rows
+
+
+def mean_scores(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, float]:
+    """Means over images (NaN for no images, e.g. an empty ``--shard``)."""
+    return {m: sum(r[m] for r in rows) / len(rows) if rows else math.nan for m in metrics}
+
+
+def score_all(
+    pairs: list[Pair], settings: Settings, callback: Callable[[int, int], None] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Score every pair; returns ``(per-image rows, means)`` (means over images)."""
+    rows = score_rows(pairs, settings, callback)
+    return rows, mean_scores(rows, settings.metrics)
 
 
 def parse_gates(
@@ -238,5 +250,5 @@ def check_gates(means: dict[str, float], under: dict[str, float],
     return failed
 
 
-__all__ = ["METRICS", "Pair", "Settings", "check_gates", "pair_inputs", "parse_gates",
-           "score_all", "_finite"]
+__all__ = ["METRICS", "Pair", "Settings", "check_gates", "mean_scores", "pair_inputs",
+           "parse_gates", "score_all", "score_rows", "_finite"]

@@ -8,6 +8,7 @@ lossless codec gives each output frame bit-equal to upscaling that frame as an i
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sr_cli.distributed import Shard, attempt
 from sr_cli.errors import InputError, RuntimeFailure, SRError, UsageError
 from sr_cli.infer.jobs import VIDEO_EXTENSIONS
 from sr_cli.io.atomic import make_parent
@@ -295,11 +297,21 @@ def _batch_size(upscaler: Any, vopts: VideoOptions) -> int:
     return 4 if getattr(upscaler.device, "type", "cpu") == "cuda" else 1
 
 
-def upscale_to_video(
-    job: VideoJob, upscaler: Any, scale: float | None, vopts: VideoOptions, *,
-    progress: Progress | None = None, on_segment: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """One video (or frames folder) -> one video file. Returns the file's record."""
+@dataclass
+class _Prepared:
+    """Everything decided about one video before any frame is upscaled."""
+
+    source: Source
+    muxer: str
+    enc: Any
+    plan: list[Any]
+    notes: list[str]
+    out_size: tuple[int, int]  # (height, width)
+    n_seg: int
+
+
+def _prepare_video(job: VideoJob, upscaler: Any, scale: float | None,
+                   vopts: VideoOptions) -> _Prepared:
     dst = job.dst
     muxer = encode.muxer_for(dst)
     if dst.exists() and not vopts.overwrite:
@@ -309,7 +321,6 @@ def upscale_to_video(
     source = _video_source(job.src, vopts) if job.kind == "video" else \
         _frames_source(job.src, vopts)
     times = source.times
-    n = len(times)
     oh, ow = upscaler.output_size(source.height, source.width, scale)
     vstream = source.media.video if source.media is not None else None
     enc = encode.encode_settings(
@@ -318,91 +329,250 @@ def upscale_to_video(
         src=vstream, sar=times.sar)
     plan, notes = ([], []) if source.media is None else encode.stream_codecs(
         source.media.streams, muxer, audio=vopts.audio, subtitles=vopts.subtitles)
-    notes = enc.notes + notes
     encode.check_encoder(enc, ow, oh)
     make_parent(dst)
     seg = vopts.segment_frames
-    n_seg = (n + seg - 1) // seg
-    work = segments.open_work(dst, _fingerprint(job.src, upscaler, scale, vopts, dst),
+    return _Prepared(source, muxer, enc, plan, enc.notes + notes, (oh, ow),
+                     (len(times) + seg - 1) // seg)
+
+
+def _encode_segment(prep: _Prepared, work: Path, k: int, frames: Iterator[np.ndarray],
+                    upscaler: Any, scale: float | None, vopts: VideoOptions,
+                    progress: Progress | None) -> None:
+    """Upscale segment ``k``'s frames (the next ones of ``frames``) into its ``.part`` file."""
+    times = prep.source.times
+    n, seg, t0 = len(times), vopts.segment_frames, times.pts[0]
+    lo, hi = k * seg, min(n, (k + 1) * seg)
+    writer = SegmentWriter(segments.segment_path(work, k).with_suffix(".part"), prep.enc,
+                           depth=vopts.depth)
+    try:
+        i = lo
+        for batch in _batches(frames, hi - lo, _batch_size(upscaler, vopts)):
+            for fr in upscale_frames(upscaler, batch, scale):
+                writer.put(fr, mkvpipe.to_ns(times.pts[i] - t0, times.tb),
+                           mkvpipe.to_ns(times.durations[i], times.tb))
+                i += 1
+            if progress:
+                progress(i, n)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _assemble(prep: _Prepared, job: VideoJob, work: Path, vopts: VideoOptions) -> None:
+    """Join the finished segments of ``work`` into ``job.dst`` with the source's streams."""
+    times, seg = prep.source.times, vopts.segment_frames
+    t0 = times.pts[0]
+    starts = [Fraction(times.pts[k * seg] - t0) * times.tb for k in range(prep.n_seg)]
+    concat = segments.write_concat_list(work, starts, Fraction(times.end() - t0) * times.tb)
+    segments.assemble(work, concat, job.dst, muxer=prep.muxer, offset=t0 * times.tb,
+                      tb=times.tb, src=job.src if prep.source.media is not None else None,
+                      src_input_args=list(prep.source.input_args), streams=prep.plan)
+
+
+def _video_record(prep: _Prepared, resumed: int, processed: int, secs: float
+                  ) -> dict[str, Any]:
+    oh, ow = prep.out_size
+    return {
+        "frames": len(prep.source.times), "in_size": [prep.source.width, prep.source.height],
+        "out_size": [ow, oh], "codec": prep.enc.codec, "pix_fmt": prep.enc.pix_fmt,
+        "streams_copied": [f"{s.kind}:{s.index}:{c}" for s, c in prep.plan],
+        "resumed_segments": resumed, "segments": prep.n_seg,
+        "fps": round(processed / secs, 3) if secs > 0 else None, "notes": prep.notes,
+    }
+
+
+def upscale_to_video(
+    job: VideoJob, upscaler: Any, scale: float | None, vopts: VideoOptions, *,
+    progress: Progress | None = None, on_segment: Callable[[int], None] | None = None,
+    part: Shard | None = None,
+) -> dict[str, Any]:
+    """One video (or frames folder) -> one video file. Returns the file's record.
+
+    ``part``: under torchrun, the segments are split across the ranks (see
+    :func:`_upscale_to_video_ranks`).
+    """
+    if part is not None and part.gathers:
+        return _upscale_to_video_ranks(job, upscaler, scale, vopts, part, progress=progress,
+                                       on_segment=on_segment)
+    prep = _prepare_video(job, upscaler, scale, vopts)
+    n, seg = len(prep.source.times), vopts.segment_frames
+    work = segments.open_work(job.dst, _fingerprint(job.src, upscaler, scale, vopts, job.dst),
                               resume=vopts.resume)
-    first_seg = min(work.done, n_seg)
+    first_seg = min(work.done, prep.n_seg)
     t_started = time.perf_counter()
     done = first_seg * seg
     if progress:
         progress(min(done, n), n)
-    frames, close = source.open_frames()
-    bs = _batch_size(upscaler, vopts)
-    t0 = times.pts[0]
+    frames, close = prep.source.open_frames()
     try:
         for _ in _batches(frames, min(done, n), 1):  # decode and drop finished segments
             pass
-        for k in range(first_seg, n_seg):
-            lo, hi = k * seg, min(n, (k + 1) * seg)
-            writer = SegmentWriter(segments.segment_path(work.path, k).with_suffix(".part"),
-                                   enc, depth=vopts.depth)
-            try:
-                i = lo
-                for batch in _batches(frames, hi - lo, bs):
-                    for fr in upscale_frames(upscaler, batch, scale):
-                        writer.put(fr, mkvpipe.to_ns(times.pts[i] - t0, times.tb),
-                                   mkvpipe.to_ns(times.durations[i], times.tb))
-                        i += 1
-                    if progress:
-                        progress(i, n)
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+        for k in range(first_seg, prep.n_seg):
+            _encode_segment(prep, work.path, k, frames, upscaler, scale, vopts, progress)
             work.finish_segment(k)
             if on_segment is not None:
                 on_segment(k + 1)
     finally:
         close()
-    starts = [Fraction(times.pts[k * seg] - t0) * times.tb for k in range(n_seg)]
-    concat = segments.write_concat_list(work.path, starts, Fraction(times.end() - t0) * times.tb)
-    segments.assemble(work.path, concat, dst, muxer=muxer, offset=t0 * times.tb, tb=times.tb,
-                      src=job.src if source.media is not None else None,
-                      src_input_args=list(source.input_args), streams=plan)
+    _assemble(prep, job, work.path, vopts)
     work.remove()
-    secs = time.perf_counter() - t_started
-    processed = n - min(first_seg * seg, n)
-    return {
-        "frames": n, "in_size": [source.width, source.height], "out_size": [ow, oh],
-        "codec": enc.codec, "pix_fmt": enc.pix_fmt,
-        "streams_copied": [f"{s.kind}:{s.index}:{c}" for s, c in plan],
-        "resumed_segments": first_seg, "segments": n_seg,
-        "fps": round(processed / secs, 3) if secs > 0 else None, "notes": notes,
-    }
+    return _video_record(prep, first_seg, n - min(first_seg * seg, n),
+                         time.perf_counter() - t_started)
+
+
+def _upscale_to_video_ranks(
+    job: VideoJob, upscaler: Any, scale: float | None, vopts: VideoOptions, part: Shard, *,
+    progress: Progress | None = None, on_segment: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """One video across torchrun ranks: segment ``k`` is upscaled by rank ``k % WORLD_SIZE``
+    (every rank decodes the stream and drops the frames of other ranks' segments), rank 0
+    prepares the work folder and joins the segments. Every rank calls this for every video in
+    the same order; errors are agreed between ranks so that all of them take the same path.
+    Returns rank 0's record ({} on the other ranks). With ``--resume`` a segment file left by
+    any earlier run with the same fingerprint counts as finished.
+    """
+    t_started = time.perf_counter()
+    prep, err = attempt(lambda: _prepare_video(job, upscaler, scale, vopts))
+    err = part.agree(err)
+    if err is not None:
+        raise err
+    assert prep is not None
+    work_path = segments.work_dir_for(job.dst)
+    work: segments.WorkState | None = None
+    if part.index == 0:  # may delete an old work folder: before anyone writes a segment
+        fp = _fingerprint(job.src, upscaler, scale, vopts, job.dst)
+        work, err = attempt(lambda: segments.open_work(job.dst, fp, resume=vopts.resume))
+    err = part.agree(err)
+    if err is not None:
+        raise err
+    mine = part.pick_indices(prep.n_seg)
+
+    def run_mine() -> tuple[int, int]:
+        resumed = processed = 0
+        todo = [k for k in mine if not segments.segment_path(work_path, k).is_file()]
+        resumed = len(mine) - len(todo)
+        if not todo:
+            return resumed, 0
+        n, seg = len(prep.source.times), vopts.segment_frames
+        frames, close = prep.source.open_frames()
+        try:
+            pos = 0
+            for k in todo:
+                for _ in _batches(frames, k * seg - pos, 1):  # other ranks' segments
+                    pass
+                _encode_segment(prep, work_path, k, frames, upscaler, scale, vopts, progress)
+                seg_file = segments.segment_path(work_path, k)
+                os.replace(seg_file.with_suffix(".part"), seg_file)
+                pos = min(n, (k + 1) * seg)
+                processed += pos - k * seg
+                if on_segment is not None:
+                    on_segment(k + 1)
+        finally:
+            close()
+        return resumed, processed
+
+    counts, err = attempt(run_mine)
+    shared = part.all_gather((err, counts))
+    err = next((e for e, _ in shared if e is not None), None)
+    if err is not None:
+        raise err
+    if part.index != 0:
+        return {}
+    assert work is not None
+    _assemble(prep, job, work.path, vopts)
+    work.remove()
+    resumed = sum(c[0] for _, c in shared)
+    processed = sum(c[1] for _, c in shared)
+    return _video_record(prep, resumed, processed, time.perf_counter() - t_started)
 
 
 def upscale_to_frames(
     job: VideoJob, upscaler: Any, scale: float | None, vopts: VideoOptions, *,
-    progress: Progress | None = None,
+    progress: Progress | None = None, part: Shard | None = None,
 ) -> dict[str, Any]:
-    """A video -> a folder of numbered images (``frame_000001.png``...)."""
+    """A video -> a folder of numbered images (``frame_000001.png``...).
+
+    ``part``: under torchrun, rank ``k % WORLD_SIZE`` writes the frames of segment ``k``
+    (``segment_frames`` frames); the checks are agreed between ranks before any frame is
+    written.
+    """
     from sr_cli.io.images import Image, format_for_path, write_image
 
-    source = _video_source(job.src, vopts)
+    ranks = part is not None and part.gathers
+
+    def check() -> tuple[Source, str, str]:
+        source = _video_source(job.src, vopts)
+        ext = "." + (vopts.ext or "png").lstrip(".")
+        fmt = format_for_path(Path("x" + ext))
+        if job.dst.exists() and any(job.dst.iterdir()) and not vopts.overwrite:
+            raise UsageError(f"{job.dst}: folder is not empty (use --overwrite)")
+        return source, ext, fmt
+
+    if not ranks:
+        source, ext, fmt = check()
+    else:
+        assert part is not None
+        checked, err = attempt(check)
+        err = part.agree(err)
+        if err is not None:
+            raise err
+        assert checked is not None
+        source, ext, fmt = checked
     n = len(source.times)
-    ext = "." + (vopts.ext or "png").lstrip(".")
-    fmt = format_for_path(Path("x" + ext))
     out = job.dst
-    if out.exists() and any(out.iterdir()) and not vopts.overwrite:
-        raise UsageError(f"{out}: folder is not empty (use --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    frames, close = source.open_frames()
     t_started = time.perf_counter()
-    i = 0
-    try:
-        for batch in _batches(frames, n, _batch_size(upscaler, vopts)):
-            for fr in upscale_frames(upscaler, batch, scale):
-                i += 1
-                write_image(out / f"frame_{i:06d}{vopts.suffix}{ext}", Image(fr, format=fmt),
-                            fmt=fmt)
-            if progress:
-                progress(i, n)
-    finally:
-        close()
+    bs = _batch_size(upscaler, vopts)
+
+    def write(i: int, fr: np.ndarray) -> None:  # i: 1-based frame number
+        write_image(out / f"frame_{i:06d}{vopts.suffix}{ext}", Image(fr, format=fmt), fmt=fmt)
+
+    def run_all() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        frames, close = source.open_frames()
+        i = 0
+        try:
+            for batch in _batches(frames, n, bs):
+                for fr in upscale_frames(upscaler, batch, scale):
+                    i += 1
+                    write(i, fr)
+                if progress:
+                    progress(i, n)
+        finally:
+            close()
+
+    def run_mine() -> None:
+        assert part is not None
+        seg = vopts.segment_frames
+        mine = part.pick_indices((n + seg - 1) // seg)
+        out.mkdir(parents=True, exist_ok=True)
+        if not mine:
+            return
+        frames, close = source.open_frames()
+        pos = 0
+        try:
+            for k in mine:
+                for _ in _batches(frames, k * seg - pos, 1):  # other ranks' frames
+                    pass
+                i, pos = k * seg, min(n, (k + 1) * seg)
+                for batch in _batches(frames, pos - i, bs):
+                    for fr in upscale_frames(upscaler, batch, scale):
+                        i += 1
+                        write(i, fr)
+                    if progress:
+                        progress(i, n)
+        finally:
+            close()
+
+    if not ranks:
+        run_all()
+    else:
+        assert part is not None
+        _, err = attempt(run_mine)
+        err = part.agree(err)
+        if err is not None:
+            raise err
     secs = time.perf_counter() - t_started
     oh, ow = upscaler.output_size(source.height, source.width, scale)
     return {"frames": n, "in_size": [source.width, source.height], "out_size": [ow, oh],
@@ -413,8 +583,8 @@ def upscale_videos(
     inputs: list[str], out: str | None, upscaler: Any, scale: float | None,
     vopts: VideoOptions, *, progress: Progress | None = None,
     on_segment: Callable[[int], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+    on_note: Callable[[str], None] | None = None, shard: Shard | None = None,
+) -> dict[str, Any] | None:
     """Upscale videos; returns the summary dict of ``sr upscale`` (see the command).
 
     Args:
@@ -429,8 +599,16 @@ def upscale_videos(
 
     A single video raises its SRError; with several, failures are collected in
     ``_failures`` and the records.
+
+    ``shard``: with ``--shard K/N`` this part's videos (whole files); under torchrun every rank
+    takes part in every video (its segments, see :func:`upscale_to_video`) and rank 0 returns
+    the summary, the other ranks None.
     """
+    part = shard or Shard()
     jobs = plan_video_jobs(inputs, out, vopts)
+    lone = len(jobs) == 1 and part.reports
+    if part.split and not part.gathers:
+        jobs = part.pick(jobs, key=lambda j: str(j.dst))
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     failures: list[SRError] = []
@@ -439,27 +617,30 @@ def upscale_videos(
         t0 = time.perf_counter()
         try:
             if job.kind == "frames_out":
-                rec.update(upscale_to_frames(job, upscaler, scale, vopts, progress=progress))
+                rec.update(upscale_to_frames(job, upscaler, scale, vopts, progress=progress,
+                                             part=part))
             else:
                 rec.update(upscale_to_video(job, upscaler, scale, vopts, progress=progress,
-                                            on_segment=on_segment))
+                                            on_segment=on_segment, part=part))
             rec["status"] = "ok"
             if on_note:
                 for note in rec.get("notes", []):
                     on_note(f"{job.src}: {note}")
         except SRError as exc:
-            if len(jobs) == 1:
+            if lone:
                 raise
             failures.append(exc)
             rec.update(status="failed", error=exc.message, code=int(exc.exit_code))
         except OSError as exc:
             err = RuntimeFailure(f"{job.src}: {exc.strerror or exc}")
-            if len(jobs) == 1:
+            if lone:
                 raise err from None
             failures.append(err)
             rec.update(status="failed", error=err.message, code=int(err.exit_code))
         rec["seconds"] = round(time.perf_counter() - t0, 4)
         records.append(rec)
+    if not part.reports:
+        return None
     d = upscaler.model.desc
     return {
         "model": upscaler.model.name, "arch": d.arch, "native_scale": d.scale,
