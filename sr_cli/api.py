@@ -18,6 +18,7 @@ def upscale(
     device: str = "auto",
     precision: str = "auto",
     alpha: str = "model",
+    tta: bool = False,
 ) -> np.ndarray:
     """Upscale an image array.
 
@@ -27,7 +28,7 @@ def upscale(
         model: zoo name or weights path; ``"default"`` = the zoo's default model.
         scale: output factor (default: the model's native scale).
         tile: tile size (None = auto, 0 = whole image).
-        device, precision, alpha: as in ``sr upscale``.
+        device, precision, alpha, tta: as in ``sr upscale``.
 
     Returns:
         The upscaled array, same dtype and channel count.
@@ -40,5 +41,5 @@ def upscale(
     name = zoo.default_model_name() if model == "default" else model
     loaded: Any = zoo.load_model(name, scale=scale)
     up = Upscaler(loaded, InferenceOptions(device=device, precision=precision, tile=tile,
-                                           alpha=alpha))
+                                           alpha=alpha, tta=tta))
     return up.upscale_array(array, scale)

@@ -70,6 +70,20 @@ class SRVGGNetCompact(nn.Module):
         self.body = nn.ModuleList(layers)
         self.upsampler = nn.PixelShuffle(upscale)
 
+    def init_for_training(self) -> None:
+        """Zero the last convolution, so a fresh network *is* the nearest-neighbour upscale.
+
+        Training then learns only the residual over the nearest-upsampled base; from a random
+        last layer, a short schedule leaves the base's flat ``s x s`` blocks visible (the
+        4x4 pattern of the first shipped compact models).
+        """
+        last = self.body[-1]
+        assert isinstance(last, nn.Conv2d)
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for layer in self.body:

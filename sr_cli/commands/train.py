@@ -120,6 +120,13 @@ def train(
     workers: Annotated[
         int | None, typer.Option("--workers", help="DataLoader worker processes.")
     ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option("--time-limit", metavar="SECONDS", min=0,
+                     help="Stop after this many seconds of training, saving the checkpoint "
+                     "and RUN_DIR/model.safetensors as at the end (continue with --resume): "
+                     "for a scheduler's time slot."),
+    ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the recipes and exit.")] = False,
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print every setting of RECIPE as TOML, exit.")
@@ -133,8 +140,8 @@ def train(
     Continue it later: sr train --resume runs/srcnn (add --steps 8000 to extend it).
 
     Recipes: srcnn, srresnet, srgan, esrgan-psnr, esrgan, realesrnet, realesrgan,
-    realesrnet-compact, realesrgan-compact (`sr train --list`). Settings start at the recipe's
-    published values and can be overridden with --config FILE.toml and --set KEY=VALUE
+    realesrnet-compact, realesrgan-compact, distill (`sr train --list`). Settings start at
+    the recipe's published values and can be overridden with --config FILE.toml and --set KEY=VALUE
     (`sr train RECIPE --print-config` shows them all). The result is RUN_DIR/model.safetensors
     (EMA weights where the recipe uses EMA) of the last checkpoint, usable with `sr upscale -m
     RUN_DIR` also after an interrupt; RUN_DIR also holds checkpoint.pt (for --resume; Ctrl-C or
@@ -179,7 +186,7 @@ def train(
             sys.stdout.write(config_to_toml(cfg))
             return
         _run(cfg, paths["data"], paths["lr_data"], paths["val"], out, True, paths["init"],
-             paths["vgg_weights"], paths["perceptual"] or "vgg19", device)
+             paths["vgg_weights"], paths["perceptual"] or "vgg19", device, time_limit)
         return
     if recipe is None:
         raise UsageError("give a RECIPE (see `sr train --list`)")
@@ -210,7 +217,8 @@ def train(
         raise UsageError("--data HR_DIR is required")
     if out is None:
         raise UsageError("-o/--output RUN_DIR is required")
-    _run(cfg, data, lr_data, val, out, resume, init, vgg_weights, perceptual or "vgg19", device)
+    _run(cfg, data, lr_data, val, out, resume, init, vgg_weights, perceptual or "vgg19", device,
+         time_limit)
 
 
 def _checkpoint_step(run: Path) -> int:
@@ -317,7 +325,8 @@ _PATH_OPTIONS = {"data", "lr_data", "val", "vgg_weights"}
 
 
 def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path, resume: bool,
-         init: str | None, vgg_weights: Path | None, perceptual: str, device: str) -> None:
+         init: str | None, vgg_weights: Path | None, perceptual: str, device: str,
+         time_limit: float | None = None) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -330,7 +339,8 @@ def _run(cfg: Any, data: Path, lr_data: Path | None, val: Path | None, out: Path
     from sr_cli.train.loop import RunOptions, run_training
 
     opts = RunOptions(data=data, out=out, lr_data=lr_data, val=val, resume=resume, init=init,
-                      vgg_weights=vgg_weights, perceptual=perceptual, device=device)
+                      vgg_weights=vgg_weights, perceptual=perceptual, device=device,
+                      time_limit=time_limit)
     start = time.perf_counter()
     if show_progress():
         prog = Progress(

@@ -48,6 +48,8 @@ class InferenceOptions:
         channels_last: use the channels-last memory format (faster convolutions).
         alpha: ``model`` (alpha through the network) or ``bicubic``.
         memory_fraction: share of free device memory the auto tile size may use.
+        tta: x8 self-ensemble (flips and 90-degree rotations, outputs averaged; 8x the
+            compute), see :mod:`sr_cli.infer.tta`.
     """
 
     device: str = "auto"
@@ -57,6 +59,7 @@ class InferenceOptions:
     channels_last: bool = True
     alpha: str = "model"
     memory_fraction: float = 0.5
+    tta: bool = False
 
 
 def check_output_size(height: int, width: int, planes: int, scale: float) -> tuple[int, int]:
@@ -149,6 +152,10 @@ class Upscaler:
                     net = prepare_for_cpu(net, DTYPES[precision])
                 for p in net.parameters():
                     p.requires_grad_(False)
+                if self.options.tta:
+                    from sr_cli.infer.tta import SelfEnsemble
+
+                    net = SelfEnsemble(net)
                 self._nets[precision] = net
             return net
 

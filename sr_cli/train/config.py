@@ -67,6 +67,11 @@ class TrainConfig:
     betas_d: list[float] = field(default_factory=lambda: [0.9, 0.999])
     milestones_d: list[int] = field(default_factory=list)
     init_from: str = ""  # the recipe whose weights should initialise this one (advice only)
+    # -- distillation (recipe distill; see sr_cli.train.distill)
+    teacher: str = ""  # model whose outputs are the targets (zoo name or weights file)
+    distill_pairs: int = 2000  # pairs in the teacher cache
+    distill_hr_mix: float = 0.0  # target = (1 - mix) * teacher + mix * HR
+    teacher_cache: str = ""  # cache folder ("" = RUN_DIR/teacher_cache)
     # -- run mechanics
     seed: int = 0
     amp: str = "none"  # "none", "bf16" (CUDA or CPU) or "fp16" (CUDA only)
@@ -124,6 +129,11 @@ class TrainConfig:
             if len(betas) != 2 or any(isinstance(b, bool) or not isinstance(b, int | float)
                                       or not 0.0 <= b < 1.0 for b in betas):
                 raise UsageError(f"setting {key} takes two numbers in [0, 1), got {betas}")
+        if not 0.0 <= self.distill_hr_mix <= 1.0:
+            raise UsageError(f"setting distill_hr_mix must be in [0, 1], got "
+                             f"{self.distill_hr_mix}")
+        if self.teacher and self.distill_pairs < 1:
+            raise UsageError(f"setting distill_pairs must be >= 1, got {self.distill_pairs}")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"setting ema must be in [0, 1), got {self.ema}")
         if self.pool_size and self.pool_size % self.batch_size:

@@ -64,6 +64,7 @@ class RunOptions:
     vgg_weights: Path | None = None
     perceptual: str = "vgg19"  # "vgg19" (needs vgg_weights) or "random"
     device: str = "auto"
+    time_limit: float | None = None  # seconds of training, then stop as at the end
 
 
 @dataclass
@@ -121,9 +122,15 @@ def build_generator(cfg: TrainConfig) -> tuple[nn.Module, Descriptor]:
     params = dict(cfg.arch_params)
     params[_scale_key(cfg.arch)] = cfg.scale
     try:
-        return build(cfg.arch, **params)
+        net, desc = build(cfg.arch, **params)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"cannot build {cfg.arch} with {params}: {exc}") from None
+    # An architecture may prepare a fresh network for training (e.g. SRVGGNetCompact starts
+    # as its nearest-upsampled base); --init and --resume weights replace it afterwards.
+    init = getattr(net, "init_for_training", None)
+    if callable(init):
+        init()
+    return net, desc
 
 
 def _load_init(net: nn.Module, desc: Descriptor, init: str) -> str | None:
@@ -350,6 +357,19 @@ def validate(net: nn.Module, images: list[ValImage], scale: int, device: torch.d
 # --------------------------------------------------------------------------- the run
 
 
+def _time_up(t0: float, limit: float, use_dist: bool, device: torch.device) -> bool:
+    """Whether ``limit`` seconds have passed since ``t0``; under torchrun every rank stops at
+    the same step (the slowest clock decides), so no rank waits in a collective forever."""
+    up = time.perf_counter() - t0 >= limit
+    if use_dist:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1 if up else 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        up = bool(flag.item())
+    return up
+
+
 def _check_out(opts: RunOptions) -> Path | None:
     ckpt = opts.out / CHECKPOINT_NAME
     if opts.resume:
@@ -391,6 +411,7 @@ def _metadata(cfg: TrainConfig, opts: RunOptions, source: PairSource, step: int,
         "scores": json.dumps(scores, sort_keys=True),
         "perceptual": perceptual,
         "train_config": json.dumps(cfg.to_dict(), sort_keys=True),
+        **({"teacher": cfg.teacher} if cfg.teacher else {}),
     }
 
 
@@ -456,7 +477,20 @@ def _run_training(
 
     # ---- checks before any training
     ckpt_path = _check_out(opts)
-    source = PairSource.build(opts.data, opts.lr_data, scale=cfg.scale, patch_size=cfg.patch_size,
+    data, lr_data = opts.data, opts.lr_data
+    if cfg.recipe == "distill" and not cfg.teacher:
+        raise UsageError("recipe distill needs a teacher: --set teacher=MODEL (a zoo name or "
+                         "weights file sr can load)")
+    if cfg.teacher:  # distillation: the teacher's cached outputs are the paired targets
+        from sr_cli.train.distill import build_teacher_cache
+
+        if lr_data is not None:
+            raise UsageError("--lr-data does not apply to distillation (the teacher cache "
+                             "holds the inputs)")
+        cache = Path(cfg.teacher_cache) if cfg.teacher_cache else opts.out / "teacher_cache"
+        data, lr_data = build_teacher_cache(cfg, Path(data), cache, device=str(device),
+                                            notify=say if is_main else None)
+    source = PairSource.build(data, lr_data, scale=cfg.scale, patch_size=cfg.patch_size,
                               degradation=cfg.degradation, cache_mb=cfg.cache_mb)
     val_images = load_val_set(opts.val, cfg.scale) if opts.val is not None else []
     if cfg.uses_perceptual and opts.perceptual != "random" and opts.vgg_weights is None:
@@ -750,6 +784,9 @@ def _run_training(
             if is_main and step % cfg.ckpt_every == 0 and step < cfg.steps:
                 checkpoint(step, wall_now())
             stop.check()
+            if opts.time_limit is not None and _time_up(t0, opts.time_limit, use_dist, device):
+                say(f"--time-limit reached at step {step}: saving; continue with --resume")
+                break
     except KeyboardInterrupt:
         stop.safe = False
         if is_main and step > start:

@@ -159,6 +159,26 @@ def _realesrgan(scale: int, compact: bool = False) -> dict[str, Any]:
     return s
 
 
+def _distill(scale: int) -> dict[str, Any]:
+    """A compact student (SRVGGNetCompact, 16 convs: realesr-general-x4v3's size) trained
+    with L1 on a teacher's outputs for Real-ESRGAN-degraded crops (see sr_cli.train.distill).
+    """
+    return {
+        "arch": "srvgg",
+        "arch_params": {"num_feat": 64, "num_conv": 16},
+        "patch_size": 128,
+        "batch_size": 16,
+        "degradation": "realesrgan",
+        "distill_pairs": 2000,
+        "pixel_loss": "l1",
+        "lr": 5e-4,
+        "betas": [0.9, 0.99],
+        "steps": 20_000,
+        "milestones": [10_000, 15_000],
+        "ema": 0.999,
+    }
+
+
 _LIST = [
     Recipe("srcnn", "SRCNN 9-5-5 (64/32 filters), Y channel, MSE, bicubic-upsampled input",
            _srcnn, default_scale=3),
@@ -176,6 +196,8 @@ _LIST = [
            lambda s: _realesrnet(s, compact=True)),
     Recipe("realesrgan-compact", "Real-ESRGAN with SRVGGNetCompact (init realesrnet-compact)",
            lambda s: _realesrgan(s, compact=True)),
+    Recipe("distill", "Distillation: a compact student learns a teacher's outputs "
+           "(--set teacher=MODEL; cached once)", _distill),
 ]
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in _LIST}
