@@ -180,7 +180,7 @@ def test_srresnet_paper_layout():
     assert [m.shuffle.upscale_factor for m in net.upsample] == [2, 2]
 
 
-@pytest.mark.parametrize("arch", ["srcnn", "srresnet", "srvgg"])
+@pytest.mark.parametrize("arch", ["srcnn", "srresnet", "srvgg", "span"])
 def test_context_bounds_the_receptive_field(arch):
     """Exact contexts: no input pixel farther than ``context`` influences an output pixel."""
     spec = get_arch(arch)
