@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sr_cli.archs import baseline, rrdbnet, span, srcnn, srresnet, srvgg
+from sr_cli.archs import baseline, rrdbnet, span, srcnn, srresnet, srvgg, swinir
 from sr_cli.archs.base import ArchSpec
 
 SPECS: list[ArchSpec] = [
@@ -11,5 +11,6 @@ SPECS: list[ArchSpec] = [
     rrdbnet.SPEC,
     srvgg.SPEC,
     span.SPEC,
+    swinir.SPEC,
     *baseline.SPECS,
 ]
