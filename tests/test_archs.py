@@ -45,8 +45,8 @@ def _randomize(net: torch.nn.Module, seed: int = 1) -> None:
 
 
 def test_registry_lists_every_architecture():
-    assert set(arch_names()) >= {"srcnn", "srresnet", "rrdbnet", "srvgg", "bicubic", "lanczos",
-                                 "nearest"}
+    assert set(arch_names()) >= {"srcnn", "srresnet", "rrdbnet", "srvgg", "span", "swinir",
+                                 "bicubic", "lanczos", "nearest"}
     with pytest.raises(ModelError, match="unknown architecture"):
         get_arch("edsr")
     with pytest.raises(ModelError, match="unknown hyperparameter"):
@@ -180,18 +180,19 @@ def test_srresnet_paper_layout():
     assert [m.shuffle.upscale_factor for m in net.upsample] == [2, 2]
 
 
-@pytest.mark.parametrize("arch", ["srcnn", "srresnet", "srvgg"])
+@pytest.mark.parametrize("arch", ["srcnn", "srresnet", "srvgg", "span"])
 def test_context_bounds_the_receptive_field(arch):
     """Exact contexts: no input pixel farther than ``context`` influences an output pixel."""
     spec = get_arch(arch)
     hp = _tiny(spec)
     net = spec.factory(**hp).eval()
     _randomize(net, seed=3)
+    net.double()  # float64: saturated units (SPAN's x255 input) must not underflow gradients
     desc = spec.describe(hp)
     s, n = desc.scale, 2 * desc.context + 9
     c = n // 2
     for phase in range(s):  # every sub-pixel position of the output pixel
-        x = torch.rand(1, desc.in_channels, n, n, requires_grad=True)
+        x = torch.rand(1, desc.in_channels, n, n, dtype=torch.float64, requires_grad=True)
         net(x)[0, :, c * s + phase, c * s + phase].sum().backward()
         assert x.grad is not None
         hit = x.grad.abs().sum(dim=(0, 1)) > 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sr_cli.archs import baseline, rrdbnet, srcnn, srresnet, srvgg
+from sr_cli.archs import baseline, rrdbnet, span, srcnn, srresnet, srvgg, swinir
 from sr_cli.archs.base import ArchSpec
 
 SPECS: list[ArchSpec] = [
@@ -10,5 +10,7 @@ SPECS: list[ArchSpec] = [
     srresnet.SPEC,
     rrdbnet.SPEC,
     srvgg.SPEC,
+    span.SPEC,
+    swinir.SPEC,
     *baseline.SPECS,
 ]

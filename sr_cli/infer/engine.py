@@ -96,8 +96,13 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
     s = max(1, model.desc.scale)
     feat = int(hp.get("num_feat", hp.get("n1", hp.get("num_features", 64))))
     arch = model.desc.arch
-    hr_ch = 3 * s * s if arch == "srvgg" else feat  # channels at the output resolution
+    hr_ch = 3 * s * s if arch in ("srvgg", "span") else feat  # channels at the output res.
     lr_ch = feat * 6 if arch == "rrdbnet" else feat * 3
+    if arch == "span":  # the 4-way concat plus a block's 2x-wide re-parameterised convs
+        lr_ch = int(hp["feature_channels"]) * 8
+    elif arch == "swinir":  # tokens, qkv, MLP, and per-window attention maps + shift mask
+        ws = int(hp["window_size"])
+        lr_ch = int(hp["embed_dim"]) * 8 + (2 * max(hp["num_heads"]) + 1) * ws * ws
     return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
 
 

@@ -1,0 +1,363 @@
+"""Community architectures (SPAN, SwinIR): upstream key names load, detection of every
+hyperparameter, and the forward checked against straightforward re-implementations written
+here from the papers/upstream code (no official weights can be downloaded in this project)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sr_cli import zoo
+from sr_cli.archs import build, get_arch
+from sr_cli.archs.span import IMG_RANGE, RGB_MEAN
+
+pytestmark = pytest.mark.usefixtures("isolated_zoo")
+
+
+def _randomized(name: str, seed: int = 5, **hp):
+    net, desc = build(name, **hp)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_((torch.rand(p.shape, generator=g) - 0.5) * 0.4)
+    return net.eval(), desc
+
+
+def _x(c: int = 3, h: int = 9, w: int = 7, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- SPAN
+
+
+def _upstream_span_keys(sd: dict, norm: bool) -> dict:
+    """Our state dict as an official SPAN checkpoint has it: plus ``eval_conv`` per Conv3XC
+    (garbage here: upstream recomputes it before use) and ``no_norm`` without normalisation."""
+    out = dict(sd)
+    for k, v in sd.items():
+        if k.endswith(".sk.weight"):
+            base = k[: -len("sk.weight")]
+            out[base + "eval_conv.weight"] = torch.full((v.shape[0], v.shape[1], 3, 3), 9.0)
+            out[base + "eval_conv.bias"] = torch.full((v.shape[0],), 9.0)
+    if not norm:
+        out["no_norm"] = torch.zeros(1)
+    return out
+
+
+def _conv3xc_unfolded(sd: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """Upstream's training form: 1x1 -> 3x3 (no padding) -> 1x1 on the zero-padded input, plus
+    the 1x1 skip on the input (the first 1x1's bias lands on the padded ring too)."""
+    w = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), w["conv.0.weight"], w["conv.0.bias"])
+    y = F.conv2d(y, w["conv.1.weight"], w["conv.1.bias"])
+    y = F.conv2d(y, w["conv.2.weight"], w["conv.2.bias"])
+    return y + F.conv2d(x, w["sk.weight"], w["sk.bias"])
+
+
+def _span_reference(sd: dict, x: torch.Tensor, scale: int, norm: bool) -> torch.Tensor:
+    """SPAN's forward from the upstream description, layer by layer on the state dict."""
+    if norm:
+        x = (x - torch.tensor(RGB_MEAN).view(1, 3, 1, 1)) * IMG_RANGE
+    feat = _conv3xc_unfolded(sd, "conv_1.", x)
+    h, outs = feat, {}
+    for i in range(1, 7):
+        p = f"block_{i}."
+        o1 = _conv3xc_unfolded(sd, p + "c1_r.", h)
+        o2 = _conv3xc_unfolded(sd, p + "c2_r.", F.silu(o1))
+        o3 = _conv3xc_unfolded(sd, p + "c3_r.", F.silu(o2))
+        h = (o3 + h) * (torch.sigmoid(o3) - 0.5)
+        outs[i] = (h, o1)
+    b6 = _conv3xc_unfolded(sd, "conv_2.", outs[6][0])
+    cat = torch.cat([feat, b6, outs[1][0], outs[6][1]], 1)
+    out = F.conv2d(cat, sd["conv_cat.weight"], sd["conv_cat.bias"])
+    out = F.conv2d(out, sd["upsampler.0.weight"], sd["upsampler.0.bias"], padding=1)
+    return F.pixel_shuffle(out, scale)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_span_matches_layer_by_layer_reference(norm):
+    net, _ = _randomized("span", feature_channels=6, upscale=3, norm=norm)
+    net = net.double()
+    sd = net.state_dict()
+    x = _x().double()
+    with torch.no_grad():
+        ref = _span_reference(sd, x, 3, norm)
+        # float64; the x255 input scaling and random weights make features large (1e4+), so
+        # folding rounds at ~1e-8 relative; a wiring error would be O(1)
+        assert (net(x) - ref).abs().max() <= 1e-6 * ref.abs().max()
+
+
+@pytest.mark.parametrize("norm", [True, False])
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_span_upstream_keys_detect_and_load(norm, fmt, tmp_path):
+    from safetensors.torch import save_file
+
+    net, desc = _randomized("span", feature_channels=8, upscale=2, norm=norm)
+    up = _upstream_span_keys(net.state_dict(), norm)
+    assert "block_6.c3_r.eval_conv.weight" in up and ("no_norm" in up) != norm
+    path = tmp_path / f"span.{fmt}"
+    if fmt == "pth":
+        torch.save({"params_ema": up}, path)
+    else:
+        save_file({k: v.contiguous() for k, v in up.items()}, str(path))
+    sd, _ = zoo.read_weights(path)
+    assert zoo.detect_arch(sd) == ("span", desc.hparams)
+    loaded = zoo.load_model(str(path))
+    assert loaded.desc == desc
+    with torch.no_grad():
+        assert torch.equal(loaded.net(_x()), net(_x()))
+
+
+def test_span_scales_channels_and_layout():
+    spec = get_arch("span")
+    for scale in (1, 2, 3, 4):
+        net, desc = build("span", feature_channels=4, upscale=scale)
+        assert net(_x(h=5, w=6)).shape == (1, 3, 5 * scale, 6 * scale) and desc.scale == scale
+        assert zoo.detect_arch(net.state_dict())[1]["upscale"] == scale
+    gray = spec.build(num_in_ch=1, num_out_ch=1, feature_channels=4, upscale=2)
+    assert gray(_x(c=1, h=4, w=4)).shape == (1, 1, 8, 8)
+    assert spec.detect(gray.state_dict())["num_in_ch"] == 1
+    full = spec.build()
+    assert full.conv_1.sk.weight.shape == (48, 3, 1, 1)
+    assert full.upsampler[0].weight.shape == (48, 48, 3, 3)  # 3 * 4^2 output channels
+    assert spec.describe(spec.hparams()).context == 21
+
+
+# --------------------------------------------------------------------------- SwinIR
+
+
+def _upstream_rpi(ws: int) -> torch.Tensor:
+    """Relative position index the way Swin's code builds it (coordinate offsets, shifted and
+    row-scaled), independent of the module's formula."""
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij"))
+    flat = coords.flatten(1)
+    rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
+    rel[:, :, 0] += ws - 1
+    rel[:, :, 1] += ws - 1
+    rel[:, :, 0] *= 2 * ws - 1
+    return rel.sum(-1)
+
+
+def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws, ws, w // ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, c)
+
+
+def _upstream_mask(h: int, w: int, ws: int, shift: int) -> torch.Tensor:
+    img = torch.zeros(1, h, w, 1, dtype=torch.float64)
+    cuts = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
+    cnt = 0
+    for hs in cuts:
+        for wsl in cuts:
+            img[:, hs, wsl, :] = cnt
+            cnt += 1
+    win = _partition(img, ws).view(-1, ws * ws)
+    m = win.unsqueeze(1) - win.unsqueeze(2)
+    return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0)
+
+
+def _swin_block(sd: dict, p: str, x: torch.Tensor, h: int, w: int, ws: int, shift: int,
+                heads: int) -> torch.Tensor:
+    """One Swin block as upstream computes it: explicit softmax attention per window."""
+    b, L, c = x.shape
+    y = F.layer_norm(x, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"]).view(b, h, w, c)
+    if shift:
+        y = torch.roll(y, (-shift, -shift), (1, 2))
+    win = _partition(y, ws).view(-1, ws * ws, c)
+    n = ws * ws
+    qkv = F.linear(win, sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"])
+    qkv = qkv.reshape(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0] * (c // heads) ** -0.5, qkv[1], qkv[2]
+    attn = q @ k.transpose(-2, -1)
+    table = sd[p + "attn.relative_position_bias_table"]
+    attn = attn + table[_upstream_rpi(ws).view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+    if shift:
+        mask = _upstream_mask(h, w, ws, shift)
+        nw = mask.shape[0]
+        attn = attn.view(-1, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, heads, n, n)
+    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, c)
+    out = F.linear(out, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
+    out = out.view(b, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    if shift:
+        out = torch.roll(out, (shift, shift), (1, 2))
+    x = x + out.reshape(b, L, c)
+    z = F.layer_norm(x, (c,), sd[p + "norm2.weight"], sd[p + "norm2.bias"])
+    z = F.linear(F.gelu(F.linear(z, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])),
+                 sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
+    return x + z
+
+
+def _conv(sd: dict, p: str, x: torch.Tensor) -> torch.Tensor:
+    wt = sd[p + "weight"]
+    return F.conv2d(x, wt, sd[p + "bias"], padding=wt.shape[-1] // 2)
+
+
+def _resi(sd: dict, p: str, x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "1conv":
+        return _conv(sd, p + ".", x)
+    x = F.leaky_relu(_conv(sd, p + ".0.", x), 0.2)
+    x = F.leaky_relu(_conv(sd, p + ".2.", x), 0.2)
+    return _conv(sd, p + ".4.", x)
+
+
+def _swinir_reference(sd: dict, hp: dict, x: torch.Tensor) -> torch.Tensor:
+    """SwinIR's forward as upstream's ``network_swinir.py`` computes it (input sides multiples
+    of the window), on the state dict with upstream keys."""
+    ws, rng, up = hp["window_size"], hp["img_range"], hp["upscale"]
+    mean = torch.tensor([0.4488, 0.4371, 0.4040], dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - mean) * rng
+    first = _conv(sd, "conv_first.", x)
+    b, c, h, w = first.shape
+    t = first.flatten(2).transpose(1, 2)
+    if hp["patch_norm"]:
+        t = F.layer_norm(t, (c,), sd["patch_embed.norm.weight"], sd["patch_embed.norm.bias"])
+    for i, (depth, heads) in enumerate(zip(hp["depths"], hp["num_heads"], strict=True)):
+        y = t
+        for j in range(depth):
+            y = _swin_block(sd, f"layers.{i}.residual_group.blocks.{j}.", y, h, w, ws,
+                            0 if j % 2 == 0 else ws // 2, heads)
+        y = _resi(sd, f"layers.{i}.conv", y.transpose(1, 2).reshape(b, c, h, w),
+                  hp["resi_connection"])
+        t = y.flatten(2).transpose(1, 2) + t
+    t = F.layer_norm(t, (c,), sd["norm.weight"], sd["norm.bias"])
+    res = _resi(sd, "conv_after_body", t.transpose(1, 2).reshape(b, c, h, w),
+                hp["resi_connection"]) + first
+    kind = hp["upsampler"]
+    if kind == "pixelshuffle":
+        y = F.leaky_relu(_conv(sd, "conv_before_upsample.0.", res), 0.01)
+        stages = [(0, 3)] if up == 3 else [(2 * i, 2) for i in range(up.bit_length() - 1)]
+        for idx, f in stages:
+            y = F.pixel_shuffle(_conv(sd, f"upsample.{idx}.", y), f)
+        out = _conv(sd, "conv_last.", y)
+    elif kind == "pixelshuffledirect":
+        out = F.pixel_shuffle(_conv(sd, "upsample.0.", res), up)
+    elif kind == "nearest+conv":
+        y = F.leaky_relu(_conv(sd, "conv_before_upsample.0.", res), 0.01)
+        for i in range(1, up.bit_length()):
+            y = F.interpolate(y, scale_factor=2, mode="nearest")
+            y = F.leaky_relu(_conv(sd, f"conv_up{i}.", y), 0.2)
+        out = _conv(sd, "conv_last.", F.leaky_relu(_conv(sd, "conv_hr.", y), 0.2))
+    else:
+        out = x + _conv(sd, "conv_last.", res)
+    return out / rng + mean
+
+
+def _upstream_swinir_keys(sd: dict, hp: dict, img_size: int) -> dict:
+    """Our state dict plus the derived buffers official checkpoints carry (relative position
+    index per block; the shifted blocks' mask for the training patch size ``img_size``)."""
+    out = dict(sd)
+    ws = hp["window_size"]
+    for i, depth in enumerate(hp["depths"]):
+        for j in range(depth):
+            p = f"layers.{i}.residual_group.blocks.{j}."
+            out[p + "attn.relative_position_index"] = _upstream_rpi(ws)
+            if j % 2:
+                out[p + "attn_mask"] = _upstream_mask(img_size, img_size, ws, ws // 2).float()
+    return out
+
+
+SWIN_TINY = {"embed_dim": 8, "depths": [2, 3], "num_heads": [2, 4], "window_size": 4,
+             "num_feat": 6, "mlp_ratio": 1.5}
+SWIN_VARIANTS = [
+    {"upsampler": "pixelshuffle", "upscale": 2},
+    {"upsampler": "pixelshuffle", "upscale": 3, "resi_connection": "3conv"},
+    {"upsampler": "pixelshuffledirect", "upscale": 4, "patch_norm": False},
+    {"upsampler": "nearest+conv", "upscale": 4, "resi_connection": "3conv"},
+    {"upsampler": "", "upscale": 1, "window_size": 7, "img_range": 255.0},
+]
+
+
+@pytest.mark.parametrize("variant", SWIN_VARIANTS, ids=lambda v: v["upsampler"] or "x1")
+def test_swinir_matches_upstream_style_reference(variant):
+    hp = get_arch("swinir").hparams(**{**SWIN_TINY, **variant})
+    net, _ = _randomized("swinir", **hp)
+    net = net.double()
+    ws = hp["window_size"]
+    x = _x(h=2 * ws, w=3 * ws).double()
+    with torch.no_grad():
+        ours = net(x)
+        ref = _swinir_reference(net.state_dict(), hp, x)
+    assert ours.shape == (1, 3, 2 * ws * hp["upscale"], 3 * ws * hp["upscale"])
+    assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("variant", SWIN_VARIANTS, ids=lambda v: v["upsampler"] or "x1")
+def test_swinir_upstream_keys_detect_and_load(variant, tmp_path):
+    hp = get_arch("swinir").hparams(**{**SWIN_TINY, **variant})
+    if hp["upsampler"] in ("pixelshuffledirect", ""):
+        hp["num_feat"] = 64  # unused by these layouts, so not in the weights: the default
+    net, desc = _randomized("swinir", **hp)
+    up = _upstream_swinir_keys(net.state_dict(), hp, img_size=4 * hp["window_size"])
+    assert "layers.1.residual_group.blocks.1.attn_mask" in up
+    path = tmp_path / "swinir.pth"
+    torch.save({"params": up}, path)
+    sd, _ = zoo.read_weights(path)
+    assert zoo.detect_arch(sd) == ("swinir", hp)
+    loaded = zoo.load_model(str(path))
+    assert loaded.desc == desc and desc.size_multiple == hp["window_size"]
+    x = _x(h=hp["window_size"], w=2 * hp["window_size"])
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x), net(x))
+
+
+def test_swinir_pads_to_the_window_and_rejects_other_layouts():
+    net, desc = _randomized("swinir", **SWIN_TINY, upscale=2, upsampler="pixelshuffledirect")
+    x = _x(h=10, w=6)  # not multiples of 4: reflect-padded inside, output cropped
+    with torch.no_grad():
+        y = net(x)
+        padded = net(F.pad(x, (0, 2, 0, 2), mode="reflect"))
+    assert y.shape == (1, 3, 20, 12)
+    assert torch.equal(y, padded[..., :20, :12])
+    assert desc.context == 32 and not desc.supports_half
+    sd = net.state_dict()
+    sd["absolute_pos_embed"] = torch.zeros(1, 16, 8)  # ape: not supported -> not detected
+    assert get_arch("swinir").detect(sd) is None
+
+
+@pytest.mark.parametrize(("scale", "count"), [(2, 910_152), (3, 918_267), (4, 929_628)])
+def test_swinir_lightweight_parameter_counts(scale, count):
+    """SwinIR-light (embed 60, 4 RSTBs of 6 blocks, 6 heads, window 8, mlp 2, pixelshuffledirect).
+    Minus the relative-position bias tables (225 x 6 per block, 32,400) these are 877,752 /
+    885,867 / 897,228: the paper's 878K / 886K / 897K."""
+    with torch.device("meta"):
+        net = get_arch("swinir").build(embed_dim=60, depths=[6] * 4, num_heads=[6] * 4,
+                                       upsampler="pixelshuffledirect", upscale=scale)
+    assert sum(p.numel() for p in net.parameters()) == count
+    tables = sum(p.numel() for n, p in net.named_parameters() if "bias_table" in n)
+    assert tables == 32_400
+
+
+@pytest.mark.parametrize("name", ["span", "swinir"])
+def test_tiled_matches_untiled(name):
+    """SPAN's context is exact: tiles equal the whole image up to float rounding. SwinIR's is a
+    practical bound (attention reaches the whole image); on this tiny random network (two
+    RSTBs) the tiled output stays within 2e-6 x its magnitude at that context - a check of
+    the window-aligned tiling path, not a figure for trained 36-block models."""
+    from sr_cli.infer.tiling import plan_tiles, run_tiled
+
+    hp = ({"feature_channels": 8, "upscale": 2} if name == "span"
+          else {**SWIN_TINY, "upscale": 2, "upsampler": "pixelshuffledirect"})
+    net, desc = _randomized(name, **hp)
+    x = _x(h=72, w=64, seed=2)
+    with torch.no_grad():
+        ref = net(x)
+        tiles = plan_tiles(72, 64, 16, desc.context, desc.size_multiple)
+        assert len(tiles) > 4
+        tiled = run_tiled(net, x, 2, tiles)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(tiled, ref, atol=2e-6 * max(1.0, scale), rtol=0)
+
+
+def test_engine_pads_swinir_to_the_window_and_tiles():
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
+
+    net, desc = _randomized("swinir", **SWIN_TINY, upscale=2, upsampler="pixelshuffledirect")
+    model = zoo.LoadedModel(name="t", net=net, desc=desc, metadata={}, source=None)
+    x = _x(h=30, w=26, seed=4)  # not multiples of the window (4)
+    whole = Upscaler(model, InferenceOptions(device="cpu", tile=0)).run(x)
+    tiled = Upscaler(model, InferenceOptions(device="cpu", tile=12)).run(x)
+    assert whole.shape == tiled.shape == (1, 3, 60, 52)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
