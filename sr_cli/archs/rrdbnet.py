@@ -28,9 +28,10 @@ UNSHUFFLE = {4: 1, 2: 2, 1: 4}
 """Pixel-unshuffle factor applied to the input, per network scale."""
 
 PRACTICAL_CONTEXT = 32
-"""Tiling overlap used for RRDBNet (input pixels). The theoretical receptive radius is hundreds
-of pixels, but the influence of far pixels decays fast: the target is tiled output within 1/255 of
-untiled output on trained weights."""
+"""Placeholder tiling overlap for RRDBNet (input pixels). The theoretical receptive radius is
+hundreds of pixels, but the influence of far pixels decays at a rate set by the trained weights, so
+the engine measures the real one (:func:`sr_cli.infer.context.measure_context`, stored in the
+file's ``context`` metadata) and uses this only as a description before a measurement."""
 
 
 @torch.no_grad()
@@ -137,7 +138,8 @@ def receptive_radius(hp: Mapping[str, Any]) -> int:
 
 
 def describe(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the theoretical radius when small, else :data:`PRACTICAL_CONTEXT`."""
+    """Context: the theoretical radius when small, else :data:`PRACTICAL_CONTEXT` (a placeholder:
+    ``exact_context`` is False, the engine measures the weights' own radius)."""
     u = UNSHUFFLE[int(hp["scale"])]
     ctx = min(receptive_radius(hp), PRACTICAL_CONTEXT)
     ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
@@ -148,6 +150,7 @@ def describe(hp: Mapping[str, Any]) -> Descriptor:
         hparams=dict(hp),
         size_multiple=u,
         context=ctx,
+        exact_context=ctx >= receptive_radius(hp),
         supports_half=True,
     )
 
