@@ -14,7 +14,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -493,7 +493,7 @@ class Upscaler:
         ph, pw = (-h) % m, (-w) % m
         src: np.ndarray | torch.Tensor = arr
         if ph or pw:
-            mode = "reflect" if h > ph and w > pw else "edge"
+            mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
             src = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
             if color_f is not None:
                 color_f = F.pad(color_f, (0, pw, 0, ph),

@@ -684,10 +684,7 @@ def write_image_stream(
             atomic_write_bytes(path, data)
         return
     if path is None:
-        if stdout_is_terminal():
-            raise UsageError(
-                "refusing to write image data to a terminal; redirect stdout or give OUTPUT"
-            )
+        refuse_terminal_stdout()
         buf = io.BytesIO()
         if fmt == "png":
             _stream_png(stream, img, buf.write)
@@ -731,12 +728,17 @@ def stdout_is_terminal() -> bool:
         return False
 
 
-def write_stdout_bytes(data: bytes) -> None:
-    """Write binary data to stdout; refuses (UsageError) when stdout is a terminal."""
+def refuse_terminal_stdout() -> None:
+    """UsageError when stdout is a terminal (commands call it before any work)."""
     if stdout_is_terminal():
         raise UsageError(
             "refusing to write image data to a terminal; redirect stdout or give OUTPUT"
         )
+
+
+def write_stdout_bytes(data: bytes) -> None:
+    """Write binary data to stdout; refuses (UsageError) when stdout is a terminal."""
+    refuse_terminal_stdout()
     stream: Any = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
     stream.write(data)
     stream.flush()
