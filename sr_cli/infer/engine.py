@@ -472,7 +472,7 @@ class Upscaler:
         y0, y1, x0, x1 = box
         if isinstance(src, torch.Tensor):
             return src[:, c0:c1, y0:y1, x0:x1].to(self.device)
-        t = torch.from_numpy(np.ascontiguousarray(src[y0:y1, x0:x1, c0:c1]))
+        t = torch.from_numpy(np.array(src[y0:y1, x0:x1, c0:c1], order="C"))  # a copy
         if t.dtype == torch.uint16:
             t = t.to(torch.int32)  # uint16 arithmetic is not supported by every kernel
         if self.device.type == "cuda":
@@ -536,7 +536,7 @@ class Upscaler:
         for t_ in tiles:
             bands.setdefault((t_.y0, t_.y1), []).append(t_)
         done = 0
-        batch = max(1, self.options.tile_batch)
+        batch = self._tile_batch(tiles)
         for (y0, y1), row in bands.items():
             groups: dict[tuple[int, int], list[Tile]] = {}
             for t_ in row:
@@ -558,6 +558,19 @@ class Upscaler:
                 bad = [t_ for t_, f in zip(done_tiles, flags.tolist(), strict=True) if not f]
                 yield from self._redo(bad, run, cores)
             yield "band", (y0, y1)
+
+    def _tile_batch(self, tiles: list[Tile]) -> int:
+        """``tile_batch``, lowered so that one batch of the largest tiles stays within the
+        activation budget :meth:`auto_tile` uses (always at least one tile)."""
+        batch = max(1, self.options.tile_batch)
+        if batch == 1 or len(tiles) == 1:
+            return 1
+        px = max((t.py1 - t.py0) * (t.px1 - t.px0) for t in tiles)
+        per_px = _bytes_per_input_pixel(self.model, torch.finfo(DTYPES[self.precision]).bits // 8)
+        budget = free_memory_bytes(self.device) * self.options.memory_fraction
+        if self.device.type == "cpu":
+            budget = min(budget, LEAN_BUDGET_CPU)
+        return max(1, min(batch, int(budget // max(1, px * per_px))))
 
     def _redo(self, bad: list[Tile], run: Callable[[str, list[Tile]], Any],
               cores: Callable[[list[Tile], torch.Tensor], Iterator[tuple[str, Any]]]
@@ -596,18 +609,21 @@ class Upscaler:
         for kind, val in tiles_gen:
             if kind == "tile":
                 t, core = val
-                if buf is None:
+                if buf is None:  # (rows, W, C): the host layout, no copy on the CPU
                     rows = (self._band_rows(t)) * s
-                    buf = torch.empty((core.shape[1], rows, ow + self._pad_w(ow)),
-                                      dtype=torch.int32, device=self.device)
+                    buf = torch.empty((rows, ow + self._pad_w(ow), core.shape[1]),
+                                      dtype=_int_dtype(maxv), device=self.device)
                 q = _quantize(core[0], maxv)
-                buf[:, : q.shape[1], t.x0 * s : t.x1 * s] = q
+                buf[: q.shape[1], t.x0 * s : t.x1 * s] = q.permute(1, 2, 0)
+                del q, core, val
             else:
                 y0, y1 = val
                 assert buf is not None  # noqa: S101 - a band has tiles
                 r1 = min(y1 * s, oh)
-                yield _host(buf[:, : r1 - y0 * s, :ow], dtype)
+                band = buf[: r1 - y0 * s, :ow].cpu().numpy()
                 buf = None
+                yield band if band.dtype == dtype else band.astype(dtype)
+                del band
 
     def _band_rows(self, t: Tile) -> int:
         return t.y1 - t.y0
@@ -682,9 +698,15 @@ class Upscaler:
             yield self._to_host(band.float(), arr.dtype, maxv)
 
 
+def _int_dtype(maxv: float) -> torch.dtype:
+    """Device integer type holding 0..maxv (uint16 arithmetic is patchy in torch: int32)."""
+    return torch.uint8 if maxv <= 255 else torch.int32
+
+
 def _quantize(x: torch.Tensor, maxv: float) -> torch.Tensor:
     """float in [0, 1] -> integers ``round(clamp(x) * maxv)`` (NaN -> 0), as from_tensor."""
-    return (torch.nan_to_num(x, nan=0.0).clamp(0, 1) * maxv).round().to(torch.int32)
+    y = torch.nan_to_num(x, nan=0.0)  # the only float copy; the rest is in place
+    return y.clamp_(0, 1).mul_(maxv).round_().to(_int_dtype(maxv))
 
 
 def _host(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:

@@ -603,6 +603,8 @@ class PixelStream:
         return out
 
 
+PNG_ROWS = 128
+"""Rows filtered and deflated at a time by the streamed PNG writer."""
 TIFF_TILE = (64, 512)
 """Tile shape of streamed TIFF output (rows, columns); multiples of 16 as TIFF requires."""
 
@@ -612,8 +614,11 @@ def _stream_png(stream: PixelStream, img: Image, write: Callable[[bytes], Any]) 
     enc = png16.StreamEncoder(write, stream.height, stream.width, stream.channels, stream.dtype,
                               icc=img.icc, exif=exif, dpi=img.info.get("dpi"),
                               text=img.info.get("text"))
-    for band in stream:
-        enc.write_rows(band)
+    it = iter(stream)
+    while (band := next(it, None)) is not None:
+        for y in range(0, band.shape[0], PNG_ROWS):  # bounded filter/deflate temporaries
+            enc.write_rows(band[y : y + PNG_ROWS])
+        del band  # before the next band is computed
     enc.close()
 
 
@@ -652,8 +657,38 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
         kwargs["resolution"] = (float(dpi[0]), float(dpi[1]))
         kwargs["resolutionunit"] = "INCH"
     shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
+    if not isinstance(getattr(fh, "name", ""), str):  # os.fdopen: tifffile wants a str name
+        fh = _Named(fh)
     with tifffile.TiffWriter(fh) as tw_:
         tw_.write(tiles(), shape=shape, dtype=stream.dtype, **kwargs)
+
+
+class _Named(io.RawIOBase):
+    """A seekable binary file seen with a string ``name`` (tifffile reads it)."""
+
+    name = "output.tif"
+
+    def __init__(self, fh: Any) -> None:
+        super().__init__()
+        self._fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        return int(self._fh.write(b))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._fh.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._fh.tell())
+
+    def flush(self) -> None:
+        self._fh.flush()
 
 
 def _row_tiles(rows: np.ndarray, tw: int) -> Iterator[np.ndarray]:
