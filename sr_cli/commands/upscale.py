@@ -299,8 +299,8 @@ def _run_jobs(
     else:
         with console.progress_bar("images", len(jobs), enabled=console.show_progress()) \
                 as advance:
-            done = 0
-            for n, rec_or_none, err in run_pipeline(jobs, load, process, save, spec):
+            results = run_pipeline(jobs, load, process, save, spec)
+            for done, (n, rec_or_none, err) in enumerate(results, start=1):
                 job = jobs[n]
                 if err is not None:
                     failed(n, job, err)
@@ -309,7 +309,6 @@ def _run_jobs(
                 rec_n = records[n]
                 assert rec_n is not None  # noqa: S101 - set just above
                 rec_n["seconds"] = round(time.perf_counter() - t0s.get(id(job), started), 4)
-                done += 1
                 advance(done, len(jobs))
     d = upscaler.model.desc
     files = [r for r in records if r is not None]
