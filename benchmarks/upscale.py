@@ -6,9 +6,12 @@ For RRDBNet-23 x4 and SRVGGNetCompact x4 (random weights: speed does not depend 
 prints input megapixels/s and achieved GFLOP/s (2 x multiply-adds, from DESIGN.md's per-pixel
 counts) for:
   baseline   plain NCHW fp32 forward under torch.no_grad (how Real-ESRGAN runs, tile 0)
-  sr fp32    sr's Upscaler, fp32, channels_last, whole image
-  sr bf16    sr's Upscaler, --precision bf16 (CPU)
-  sr tiled   sr's Upscaler at a forced tile size vs whole image (tiling overhead)
+  sr fp32    sr's Upscaler.stream, fp32, channels_last, whole image (uint8 in, uint8 bands out)
+  sr bf16    sr's Upscaler.stream, --precision bf16 (CPU)
+  sr tiled   sr's Upscaler.stream at a forced tile size vs whole image (tiling overhead)
+RRDBNet's context comes from the weights (measured); random weights are given 40 px here, and
+the last lines print the measured context and tiling overhead of the shipped trained
+esrgan-psnr-x4.
 Ratios are against the baseline measured in the same run. Nothing here is a test.
 """
 
@@ -41,21 +44,27 @@ def bench(arch: str, hp: dict, size: int, tile: int, reps: int) -> None:
     torch.manual_seed(0)
     net, desc = build(arch, **hp)
     net.eval()
-    model = LoadedModel(name=arch, net=net, desc=desc, metadata={}, source=None)
+    if not desc.exact_context:  # random weights: a fixed stand-in for the measured context
+        import dataclasses
+
+        desc = dataclasses.replace(desc, context=40)
+    model = LoadedModel(name=arch, net=net, desc=desc,
+                        metadata={"context": str(desc.context)}, source=None)
     x = torch.rand(1, 3, size, size)
+    img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     mpx = size * size / 1e6
     flops = 2 * MACS_PER_PX[arch] * size * size
 
     def baseline() -> None:
         with torch.no_grad():
-            net(x)
+            net(x).clamp_(0, 1).mul_(255).round_().byte()
 
     rows = [("baseline NCHW fp32", _time(baseline, reps))]
     for prec in ("fp32", "bf16"):
         up = Upscaler(model, InferenceOptions(device="cpu", precision=prec, tile=0))
-        rows.append((f"sr {prec} whole", _time(lambda up=up: up.run(x), reps)))
+        rows.append((f"sr {prec} whole", _time(lambda up=up: up.stream(img).collect(), reps)))
     up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile))
-    rows.append((f"sr fp32 tile {tile}", _time(lambda: up.run(x), reps)))
+    rows.append((f"sr fp32 tile {tile}", _time(lambda: up.stream(img).collect(), reps)))
     base = rows[0][1]
     print(f"\n{arch} {hp} input {size}x{size} ({mpx:.3f} MP), context {desc.context}px")
     print(f"{'variant':24s} {'seconds':>8s} {'MP/s':>8s} {'GFLOP/s':>8s} {'vs base':>8s}")
@@ -74,6 +83,30 @@ def bench(arch: str, hp: dict, size: int, tile: int, reps: int) -> None:
         t = up.auto_tile(h, w)
         print(f"auto tile for {w}x{h}: {t or 'whole image'}; "
               f"overhead {_planned_overhead(desc, t, h, w):+.1%} computed pixels")
+
+
+def trained_rrdb() -> None:
+    """Measured context and tiling overhead of the shipped trained RRDBNet."""
+    from pathlib import Path
+
+    from sr_cli import zoo
+    from sr_cli.infer.context import measure_context
+
+    path = Path(__file__).resolve().parents[1] / "models" / "esrgan-psnr-x4.safetensors"
+    if not path.is_file():
+        return
+    lm = zoo.load_model(str(path))
+    t0 = time.perf_counter()
+    ctx = measure_context(lm.net, lm.desc)
+    probe = time.perf_counter() - t0
+    print(f"\ntrained {path.stem} (RRDBNet 6x32): measured context {ctx}px "
+          f"(metadata {lm.metadata.get('context')}, probe {probe:.1f}s)")
+    for t in (32, 64, 96, 128, 256):
+        print(f"  tile {t}: overhead {_planned_overhead(lm.desc, t, 1080, 1920):+.1%} computed "
+              f"pixels (1920x1080)")
+    up = Upscaler(lm, InferenceOptions(device="cpu", precision="fp32"))
+    t = up.auto_tile(1080, 1920)
+    print(f"  auto tile {t or 'whole'}: overhead {_planned_overhead(lm.desc, t, 1080, 1920):+.1%}")
 
 
 def _planned_overhead(desc, tile: int, h: int, w: int) -> float:
@@ -97,6 +130,7 @@ def main() -> None:
           96 if args.quick else 192, reps)
     bench("rrdbnet", {"num_block": 23, "scale": 4}, 48 if args.quick else 96,
           32 if args.quick else 64, reps)
+    trained_rrdb()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ A zoo name is a ``*.safetensors`` file's stem. ``bicubic``, ``lanczos`` and ``ne
 exist (non-learned); ``default`` is :func:`default_model_name`.
 
 Files. ``.safetensors`` (the zoo format) carry ``__metadata__`` strings: ``arch``, ``hparams``
-(JSON), ``scale``, ``in_channels``, ``name``, ``recipe``, ``trained_steps``, ``data`` and
+(JSON), ``scale``, ``in_channels``, ``context`` (measured tiling overlap of deep networks such as
+RRDBNet, see :mod:`sr_cli.infer.context`), ``name``, ``recipe``, ``trained_steps``, ``data`` and
 ``scores`` (JSON, e.g. ``{"Set5": {"psnr_y": 30.5, "ssim_y": 0.86}}``). When ``arch``/``hparams``
 are present they are used; otherwise the architecture is detected from the tensors.
 ncnn models (``model.param`` with ``model.bin`` beside it) load through :mod:`sr_cli.ncnn`.
@@ -370,8 +371,11 @@ def build_loaded(
     net.float().eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    from sr_cli.infer.context import context_from_metadata
+
     return LoadedModel(name=name or (source.stem if source else arch), net=net,
-                       desc=spec.describe(hp), metadata=meta, source=source)
+                       desc=context_from_metadata(spec.describe(hp), meta), metadata=meta,
+                       source=source)
 
 
 def instantiate(factory: Any, hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -> nn.Module:
@@ -523,7 +527,10 @@ def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel
 
 def model_metadata(net: nn.Module, desc: Descriptor,
                    metadata: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The ``__metadata__`` written by :func:`save_model` (the caller's keys win)."""
+    """The ``__metadata__`` written by :func:`save_model` (the caller's keys win, except
+    ``context``: for networks without an exact context it is measured here from ``net``'s
+    weights, see :func:`sr_cli.infer.context.measure_context`; a copied value could belong to
+    other weights)."""
     meta = {
         "arch": desc.arch,
         "hparams": json.dumps(desc.hparams, sort_keys=True),
@@ -534,6 +541,11 @@ def model_metadata(net: nn.Module, desc: Descriptor,
     }
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    meta.pop("context", None)
+    if not desc.exact_context:
+        from sr_cli.infer.context import measure_context
+
+        meta["context"] = str(measure_context(net, desc))
     return meta
 
 

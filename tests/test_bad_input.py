@@ -302,7 +302,8 @@ def test_ctrl_c_exit_130_no_partial_output(runner: CliRunner, files,
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine.Upscaler, "upscale_array", interrupted)
+    # interrupted inside the network, while the streamed output file is open
+    monkeypatch.setattr(engine.Upscaler, "_forward_prec", interrupted)
     d = files["dir"]
     out = d / "o.png"
     res = runner.invoke(app, ["upscale", str(files["ok.png"]), "-o", str(out)])
@@ -428,8 +429,8 @@ def test_nan_output_is_refused(runner: CliRunner, files, monkeypatch) -> None:
     """A network that yields NaN (e.g. fp16 overflow) is an error, not a garbage image."""
     from sr_cli.infer import engine
 
-    monkeypatch.setattr(engine.Upscaler, "run",
-                        lambda self, x, progress=None: torch.full(
+    monkeypatch.setattr(engine.Upscaler, "_forward_prec",
+                        lambda self, x, prec: torch.full(
                             (x.shape[0], x.shape[1], x.shape[2] * 2, x.shape[3] * 2),
                             float("nan")))
     out = files["dir"] / "o.png"

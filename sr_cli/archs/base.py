@@ -37,7 +37,12 @@ class Descriptor:
         size_multiple: input height/width must be a multiple of this (pixel-unshuffle: 2 for
             RRDBNet x2, 4 for x1); the engine pads by reflection and crops.
         context: input pixels on each side that influence an output pixel (receptive radius),
-            used by the tiler as overlap; a safe upper bound.
+            used by the tiler as overlap; a safe upper bound when ``exact_context``.
+        exact_context: ``context`` is the exact receptive radius (tiles equal the untiled output
+            bit for bit). False for deep networks whose theoretical radius is impractical
+            (RRDBNet): their context is measured from the weights
+            (:func:`sr_cli.infer.context.measure_context`, cached in the file's metadata) and
+            ``context`` here is only the value used before a measurement exists.
         supports_half: fp16/bf16 inference is numerically fine.
         learned: has weights (False for bicubic/lanczos/nearest).
         hparams: the full hyperparameters the network was built with.
@@ -50,6 +55,7 @@ class Descriptor:
     accepts_rgb: bool | None = None
     size_multiple: int = 1
     context: int = 16
+    exact_context: bool = True
     supports_half: bool = True
     learned: bool = True
 

@@ -97,9 +97,10 @@ RRDBNET_UNSHUFFLE = {4: 1, 2: 2, 1: 4}
 """Pixel-unshuffle factor applied to the input, per network scale."""
 
 RRDBNET_PRACTICAL_CONTEXT = 32
-"""Tiling overlap used for RRDBNet (input pixels). The theoretical receptive radius is hundreds
-of pixels, but the influence of far pixels decays fast: the target is tiled output within 1/255 of
-untiled output on trained weights."""
+"""Placeholder tiling overlap for RRDBNet (input pixels). The theoretical receptive radius is
+hundreds of pixels, but the influence of far pixels decays at a rate set by the trained weights, so
+the engine measures the real one (:func:`sr_cli.infer.context.measure_context`, stored in the
+file's ``context`` metadata) and uses this only as a description before a measurement."""
 
 
 RRDBNET_DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64,
@@ -131,9 +132,11 @@ def receptive_radius_rrdbnet(hp: Mapping[str, Any]) -> int:
 
 
 def describe_rrdbnet(hp: Mapping[str, Any]) -> Descriptor:
-    """Context: the theoretical radius when small, else :data:`RRDBNET_PRACTICAL_CONTEXT`."""
+    """Context: the theoretical radius when small, else :data:`RRDBNET_PRACTICAL_CONTEXT` (a
+    placeholder: ``exact_context`` is False, the engine measures the weights' own radius)."""
     u, _ = rrdbnet_layout(hp)
-    ctx = min(receptive_radius_rrdbnet(hp), RRDBNET_PRACTICAL_CONTEXT)
+    radius = receptive_radius_rrdbnet(hp)
+    ctx = min(radius, RRDBNET_PRACTICAL_CONTEXT)
     ctx = -(-ctx // u) * u  # a multiple of the unshuffle factor
     return Descriptor(
         arch="rrdbnet",
@@ -142,6 +145,7 @@ def describe_rrdbnet(hp: Mapping[str, Any]) -> Descriptor:
         hparams=dict(hp),
         size_multiple=u,
         context=ctx,
+        exact_context=ctx >= radius,
         supports_half=True,
     )
 

@@ -132,6 +132,10 @@ def train(
         bool, typer.Option("--print-config", help="Print every setting of RECIPE as TOML, exit.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes.")] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for PyTorch (default: "
+                                 "one per core); data loading workers are set in the config.")
+    ] = None,
 ) -> None:
     """Train a super-resolution recipe on a folder of images.
 
@@ -157,6 +161,10 @@ def train(
     from sr_cli.train.recipes import recipe_config
 
     set_quiet(quiet or is_quiet())
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if list_:
         _print_list()
         return

@@ -161,6 +161,19 @@ def upscale(
         str | None, typer.Option("--shard", metavar="K/N", help=distributed.SHARD_HELP + " "
                                  "Videos are split as whole files; under torchrun by segments.")
     ] = None,
+    jobs_spec: Annotated[
+        str | None, typer.Option("-j", "--jobs", help="Threads load:proc:save for several "
+                                 "images (default 1:1:2): the next images are decoded and "
+                                 "finished ones encoded while the network computes.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for the network "
+                                 "(default: PyTorch's, one per core).")
+    ] = None,
+    compile_net: Annotated[
+        bool, typer.Option("--compile", help="Run the network through torch.compile (a "
+                           "slow first image, faster after; mostly useful on CUDA).")
+    ] = False,
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
@@ -175,7 +188,10 @@ def upscale(
     --skip-existing splits the files (a video's segments) across ranks, each on cuda:LOCAL_RANK;
     rank 0 prints the summary and exits with the batch's code (docs/scaling.md).
     """
+    from sr_cli.infer.pipeline import parse_jobs
+
     console.set_quiet(quiet)
+    spec = parse_jobs(jobs_spec)
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")
     if scale is not None and not (math.isfinite(scale) and scale > 0):
@@ -193,6 +209,10 @@ def upscale(
             "use --overwrite to replace or --skip-existing to keep existing outputs"))
         if part.settle(part.agree(err)):
             return
+    if any(j.dst is None for j in jobs):
+        from sr_cli.io.images import refuse_terminal_stdout
+
+        refuse_terminal_stdout()  # before any work, not after the network ran
     if video:
         from sr_cli.video.pipeline import VideoOptions, plan_video_jobs
 
@@ -208,10 +228,15 @@ def upscale(
     # outputs) is reported without it, so a mistyped command fails at once
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
     loaded = _load_models(model or [], mix, scale)
     opts = InferenceOptions(device=part.device(device), precision=precision, tile=tile,
                             tile_batch=tile_batch, channels_last=channels_last, alpha=alpha,
-                            tta=tta)
+                            tta=tta, compile=compile_net)
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
 
     if video:
@@ -225,7 +250,7 @@ def upscale(
         return
 
     summary = _run_jobs(jobs, upscaler, scale, quality=quality, skip_existing=skip_existing,
-                        overwrite=overwrite, max_pixels=max_pixels,
+                        overwrite=overwrite, max_pixels=max_pixels, spec=spec,
                         single=len(all_jobs) == 1 and not part.gathers)
     summary = distributed.gather_batch_summary(part, summary, [_job_key(j) for j in all_jobs])
     if summary is not None:  # None: a torchrun rank other than 0, which reports for all
@@ -265,61 +290,94 @@ def _load_models(names: list[str], mix: float | None, scale: float | None) -> An
 
 def _run_jobs(
     jobs: list[Job], upscaler: Any, scale: float | None, *, quality: int | None,
-    skip_existing: bool, overwrite: bool, max_pixels: int, single: bool | None = None,
+    skip_existing: bool, overwrite: bool, max_pixels: int, spec: Any,
+    single: bool | None = None,
 ) -> dict[str, Any]:
-    """Run the jobs. ``single``: raise a lone job's error instead of recording it (default:
-    when there is one job; a part of a split batch records it for the gathered summary)."""
+    """Run the jobs through the load/process/save pipeline (``spec`` threads). ``single``:
+    raise a lone job's error instead of recording it (default: when there is one job; a part
+    of a split batch records it for the gathered summary)."""
+    from sr_cli.infer.pipeline import run_pipeline
     from sr_cli.io import images
     from sr_cli.zoo import scale_json
 
     lone = len(jobs) == 1 if single is None else single
     started = time.perf_counter()
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any] | None] = [None] * len(jobs)
     failures: list[SRError] = []
-    with console.progress_bar("images", len(jobs), enabled=console.show_progress()
-                              and len(jobs) > 1) as advance:
-        for n, job in enumerate(jobs):
-            rec: dict[str, Any] = {"input": job.label,
-                                   "output": str(job.dst) if job.dst else "<stdout>"}
-            t0 = time.perf_counter()
-            try:
-                if skip_existing and job.dst is not None and job.dst.exists():
-                    rec["status"] = "skipped"
-                    records.append(rec)
-                    advance(n + 1, len(jobs))
-                    continue
-                data = images.read_stdin_bytes() if job.src is None else job.src
-                img = images.read_image(data, name=job.label, max_pixels=max_pixels)
-                with console.progress_bar(f"tiles {Path(job.label).name}", None) as tiles:
-                    pixels = upscaler.upscale_array(img.pixels, scale, progress=tiles)
-                out_img = images.Image(pixels, format=job.fmt, icc=img.icc, exif=img.exif,
-                                       info=dict(img.info))
-                if job.dst is None:
-                    images.write_stdout_bytes(images.encode_image(out_img, job.fmt,
-                                                                  quality=quality))
+    t0s: dict[int, float] = {}
+
+    def load(job: Job) -> Any:
+        t0s[id(job)] = time.perf_counter()
+        if skip_existing and job.dst is not None and job.dst.exists():
+            return None
+        data = images.read_stdin_bytes() if job.src is None else job.src
+        return images.read_image(data, name=job.label, max_pixels=max_pixels)
+
+    def process(job: Job, img: Any, progress: Any = None) -> tuple[Any, Any]:
+        if img is None:
+            return None, ()
+        return None, upscaler.stream(img.pixels, scale, progress=progress)
+
+    def save(job: Job, img: Any, _header: Any, bands: Any) -> dict[str, Any]:
+        rec: dict[str, Any] = {"input": job.label,
+                               "output": str(job.dst) if job.dst else "<stdout>"}
+        if img is None:
+            list(bands)
+            return {**rec, "status": "skipped"}
+        stream = bands if isinstance(bands, images.PixelStream) else _restream(img, bands)
+        meta = images.Image(img.pixels[:0, :0], format=job.fmt, icc=img.icc, exif=img.exif,
+                            info=dict(img.info))
+        if job.dst is not None:
+            make_parent(job.dst)
+        images.write_image_stream(job.dst, stream, meta, fmt=job.fmt, quality=quality)
+        oh, ow = upscaler.output_size(img.height, img.width, scale, planes=1)
+        return {**rec, "status": "ok", "in_size": [img.width, img.height], "out_size": [ow, oh]}
+
+    def _restream(img: Any, bands: Any) -> Any:
+        oh, ow = upscaler.output_size(img.height, img.width, scale, planes=1)
+        return images.PixelStream(oh, ow, img.channels, img.pixels.dtype, bands)
+
+    def failed(n: int, job: Job, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and not isinstance(exc, SRError):
+            exc = RuntimeFailure(f"{job.label}: {exc.strerror or exc}")
+        if not isinstance(exc, SRError):
+            raise exc
+        failures.append(exc)
+        records[n] = {"input": job.label, "output": str(job.dst) if job.dst else "<stdout>",
+                      "status": "failed", "error": exc.message, "code": int(exc.exit_code)}
+        console.warn(exc.message if exc.message.startswith(job.label)
+                     else f"{job.label}: {exc.message}")
+
+    if len(jobs) == 1:  # one image: inline; progress counts its tiles
+        job = jobs[0]
+        try:
+            img = load(job)
+            with console.progress_bar(f"tiles {Path(job.label).name}", None) as tiles:
+                _h, stream = process(job, img, tiles)
+                records[0] = save(job, img, None, stream)
+        except (SRError, OSError) as exc:
+            if lone:
+                raise
+            failed(0, job, exc)
+        rec0 = records[0]
+        assert rec0 is not None  # noqa: S101 - set above
+        rec0["seconds"] = round(time.perf_counter() - t0s.get(id(job), started), 4)
+    elif jobs:
+        with console.progress_bar("images", len(jobs), enabled=console.show_progress()) \
+                as advance:
+            results = run_pipeline(jobs, load, process, save, spec)
+            for done, (n, rec_or_none, err) in enumerate(results, start=1):
+                job = jobs[n]
+                if err is not None:
+                    failed(n, job, err)
                 else:
-                    make_parent(job.dst)
-                    images.write_image(job.dst, out_img, fmt=job.fmt, quality=quality)
-                rec.update(status="ok", in_size=[img.width, img.height],
-                           out_size=[out_img.width, out_img.height])
-            except SRError as exc:
-                if lone:
-                    raise
-                failures.append(exc)
-                rec.update(status="failed", error=exc.message, code=int(exc.exit_code))
-                console.warn(exc.message if exc.message.startswith(job.label)
-                             else f"{job.label}: {exc.message}")
-            except OSError as exc:
-                if lone:
-                    raise
-                err = RuntimeFailure(f"{job.label}: {exc.strerror or exc}")
-                failures.append(err)
-                rec.update(status="failed", error=err.message, code=int(err.exit_code))
-                console.warn(err.message)
-            rec["seconds"] = round(time.perf_counter() - t0, 4)
-            records.append(rec)
-            advance(n + 1, len(jobs))
+                    records[n] = rec_or_none
+                rec_n = records[n]
+                assert rec_n is not None  # noqa: S101 - set just above
+                rec_n["seconds"] = round(time.perf_counter() - t0s.get(id(job), started), 4)
+                advance(done, len(jobs))
     d = upscaler.model.desc
+    files = [r for r in records if r is not None]
     return {
         "model": upscaler.model.name,
         "arch": d.arch,
@@ -328,9 +386,9 @@ def _run_jobs(
         "device": str(upscaler.device),
         "precision": upscaler.precision,
         "tta": upscaler.options.tta,
-        "files": records,
-        "ok": sum(r["status"] == "ok" for r in records),
-        "skipped": sum(r["status"] == "skipped" for r in records),
+        "files": files,
+        "ok": sum(r["status"] == "ok" for r in files),
+        "skipped": sum(r["status"] == "skipped" for r in files),
         "failed": len(failures),
         "seconds": round(time.perf_counter() - started, 4),
         "_failures": failures,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resol
 from sr_cli.infer.fastconv import prepare_for_cpu
 from sr_cli.infer.tiling import plan_tiles, run_tiled
 from sr_cli.io.images import from_tensor, to_tensor
+from sr_cli.infer.resample import RowResampler
+from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
+from sr_cli.io.images import PixelStream
 
 if TYPE_CHECKING:
     from sr_cli.zoo import LoadedModel
@@ -50,6 +53,7 @@ class InferenceOptions:
         memory_fraction: share of free device memory the auto tile size may use.
         tta: x8 self-ensemble (flips and 90-degree rotations, outputs averaged; 8x the
             compute), see :mod:`sr_cli.infer.tta`.
+        compile: run the network through ``torch.compile`` (helps on CUDA for long runs).
     """
 
     device: str = "auto"
@@ -60,15 +64,19 @@ class InferenceOptions:
     alpha: str = "model"
     memory_fraction: float = 0.5
     tta: bool = False
+    compile: bool = False
 
 
-def check_output_size(height: int, width: int, planes: int, scale: float) -> tuple[int, int]:
+def check_output_size(
+    height: int, width: int, planes: int, scale: float, bytes_per_sample: int = 12
+) -> tuple[int, int]:
     """The output size ``(ceil(H*scale), ceil(W*scale))`` of an upscale (MATLAB's imresize
     rule, so baselines and network + resize agree), checked.
 
     Raises UsageError when the factor leaves no pixel (e.g. ``--scale 1e-9``), and
-    RuntimeFailure when the float32 output of ``planes`` channels (x3 for the working
-    copies) would not fit in the free memory, instead of letting the OS kill the process.
+    RuntimeFailure when the output of ``planes`` channels at ``bytes_per_sample`` (default:
+    float32 times 3 working copies; the streaming path holds at most the final 8/16-bit
+    output) would not fit in the free memory, instead of letting the OS kill the process.
     """
     if not (math.isfinite(scale) and scale > 0):
         raise UsageError(f"--scale must be a positive number, got {scale:g}")
@@ -80,7 +88,7 @@ def check_output_size(height: int, width: int, planes: int, scale: float) -> tup
             f"--scale {scale:g} leaves no pixels of a {width}x{height} image "
             f"({ow}x{oh}); use a larger factor"
         )
-    need = 3 * 4 * planes * oh * ow
+    need = bytes_per_sample * planes * oh * ow
     free = free_memory_bytes(torch.device("cpu"))
     if need > free:
         raise RuntimeFailure(
@@ -96,7 +104,9 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
     s = max(1, model.desc.scale)
     feat = int(hp.get("num_feat", hp.get("n1", hp.get("num_features", 64))))
     arch = model.desc.arch
-    hr_ch = 3 * s * s if arch in ("srvgg", "span") else feat  # channels at the output res.
+    if arch == "srvgg":  # LR features, then 3*s*s channels shuffled to the output resolution
+        return dtype_bytes * (4 * feat + 3 * 3 * s * s) + 64
+    hr_ch = feat  # channels at the output resolution
     lr_ch = feat * 6 if arch == "rrdbnet" else feat * 3
     if arch == "span":  # the 4-way concat plus a block's 2x-wide re-parameterised convs
         lr_ch = int(hp["feature_channels"]) * 8
@@ -104,6 +114,21 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
         ws = int(hp["window_size"])
         lr_ch = int(hp["embed_dim"]) * 8 + (2 * max(hp["num_heads"]) + 1) * ws * ws
     return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
+
+
+MAX_TILE_OVERHEAD = 0.15
+"""Auto tiling: computed pixels beyond the image's own, at most (when memory allows)."""
+LEAN_BUDGET_CPU = 384 * 1024**2
+"""Auto tiling on the CPU: activation memory aimed at (more only when the context needs larger
+tiles to keep the overhead under :data:`MAX_TILE_OVERHEAD`), so memory stays bounded."""
+
+
+def min_tile_for_overhead(context: int, overhead: float = MAX_TILE_OVERHEAD) -> int:
+    """Smallest square tile whose padded area ``(t + 2c)^2`` is within ``1 + overhead`` of
+    ``t^2`` (interior tiles; border tiles have less padding)."""
+    if context <= 0:
+        return 1
+    return math.ceil(2 * context / (math.sqrt(1 + overhead) - 1))
 
 
 class Upscaler:
@@ -135,6 +160,8 @@ class Upscaler:
         self.on_warning = on_warning
         self._nets: dict[str, torch.nn.Module] = {}
         self._lock = threading.Lock()
+        self._context_lock = threading.Lock()
+        self._context: int | None = None
         self._warned_fallback = False
 
     # -- network ---------------------------------------------------------------------------
@@ -157,12 +184,30 @@ class Upscaler:
                     net = prepare_for_cpu(net, DTYPES[precision])
                 for p in net.parameters():
                     p.requires_grad_(False)
+                if self.options.compile:
+                    net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
                 if self.options.tta:
                     from sr_cli.infer.tta import SelfEnsemble
 
                     net = SelfEnsemble(net)
                 self._nets[precision] = net
             return net
+
+    @property
+    def context(self) -> int:
+        """Tiling overlap in input pixels: the architecture's exact receptive radius, or for
+        deep networks (RRDBNet) the radius measured from these weights (file metadata, else
+        measured once now, see :mod:`sr_cli.infer.context`)."""
+        desc = self.model.desc
+        if desc.exact_context or "context" in (self.model.metadata or {}):
+            return int(desc.context)
+        with self._context_lock:
+            if self._context is None:
+                from sr_cli.infer.context import measure_context
+
+                net = copy.deepcopy(self.model.net).float().to(self.device).eval()
+                self._context = measure_context(net, desc)
+            return self._context
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network forward of a float32 batch; half-precision non-finite output -> fp32 redo."""
@@ -183,16 +228,27 @@ class Upscaler:
             return y.float().contiguous()
 
     def auto_tile(self, height: int, width: int) -> int:
-        """Largest tile (0 = whole image) whose activations fit the memory budget."""
+        """The tile size used when none is given (0 = whole image).
+
+        On the CPU: tiles sized to a lean activation budget (:data:`LEAN_BUDGET_CPU`), but at
+        least the size that keeps the overlap overhead within :data:`MAX_TILE_OVERHEAD` for
+        this network's context; on CUDA the largest tile that fits ``memory_fraction`` of the
+        free memory. Never more than the memory allows (then the overhead can exceed 15%).
+        """
         dtype_bytes = torch.finfo(DTYPES[self.precision]).bits // 8
         per_px = _bytes_per_input_pixel(self.model, dtype_bytes)
         budget = free_memory_bytes(self.device) * self.options.memory_fraction
         if self.device.type == "cpu":
             budget = min(budget, 8 * 1024**3)
-        max_px = max(1, int(budget // per_px))
-        if height * width <= max_px:
+        max_side = max(32, int(math.sqrt(max(1, budget // per_px))))
+        if self.device.type == "cpu":
+            lean = int(math.sqrt(LEAN_BUDGET_CPU // per_px))
+            need = self.context if height * width > lean * lean else 0
+            side = min(max_side, max(lean, min_tile_for_overhead(need)))
+        else:
+            side = max_side
+        if height <= side and width <= side:
             return 0
-        side = int(math.sqrt(max_px))
         return max(32, side)
 
     def run(
@@ -228,7 +284,7 @@ class Upscaler:
         t = self.options.tile if tile is None else tile
         if t is None:
             t = self.auto_tile(*x.shape[-2:])
-        tiles = plan_tiles(x.shape[-2], x.shape[-1], t, desc.context, m)
+        tiles = plan_tiles(x.shape[-2], x.shape[-1], t, self.context if t else 0, m)
         out = run_tiled(
             self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
         )
@@ -330,7 +386,8 @@ class Upscaler:
     ) -> np.ndarray:
         """Upscale an ``(H, W)`` or ``(H, W, C)`` uint8/uint16 (or float in [0, 1]) array.
 
-        Returns an array of the same dtype and channel count.
+        Returns an array of the same dtype and channel count. Integer arrays go through
+        :meth:`stream` (the same pixels as writing the stream to a file).
         """
         arr = np.asarray(pixels)
         squeeze = arr.ndim == 2
@@ -339,8 +396,7 @@ class Upscaler:
         if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
             raise UsageError(f"expected an HxW or HxWxC image array (C 1..4), got {arr.shape}")
         if arr.dtype in (np.uint8, np.uint16):
-            y = self.upscale_tensor(to_tensor(arr), out_scale, progress=progress)
-            out = from_tensor(y, arr.dtype)
+            out = self.stream(arr, out_scale, progress=progress).collect()
         elif np.issubdtype(arr.dtype, np.floating):
             x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
             y = self.upscale_tensor(x.permute(2, 0, 1).unsqueeze(0), out_scale, progress=progress)
@@ -348,3 +404,352 @@ class Upscaler:
         else:
             raise UsageError(f"unsupported array dtype {arr.dtype}")
         return out[:, :, 0] if squeeze else out
+
+    # -- streaming ---------------------------------------------------------------------------
+    def stream(
+        self,
+        pixels: np.ndarray,
+        out_scale: float | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PixelStream:
+        """Upscale an ``(H, W, C)`` uint8/uint16 image as a stream of output row bands.
+
+        Tiles are run in raster bands (a row of tiles); each band's output is converted to
+        the final dtype on the device and handed over, so no full-resolution float copy
+        exists: memory is the model, the input, and a few bands. A non-native ``out_scale``
+        resizes band by band (:class:`~sr_cli.infer.resample.RowResampler`); alpha and
+        gray go band-wise too. Input tiles travel to the device as 8/16-bit integers and are
+        converted there. Non-finite output raises ModelError (checked once per band, so the
+        device is not synchronised per tile); a half-precision tile with NaN/Inf is redone
+        in fp32. ``progress(done, total)`` counts tiles. Validation (sizes, memory) happens
+        here, before any work.
+        """
+        arr = np.asarray(pixels)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+            raise UsageError(f"expected an HxW or HxWxC image array (C 1..4), got {arr.shape}")
+        if arr.dtype not in (np.uint8, np.uint16):
+            raise UsageError(f"stream() takes uint8/uint16 arrays, got {arr.dtype}")
+        h, w, c = arr.shape
+        target = float(out_scale) if out_scale else self.default_scale
+        oh, ow = check_output_size(h, w, c, target, bytes_per_sample=arr.dtype.itemsize)
+        has_alpha = c in (2, 4)
+        cc = c - 1 if has_alpha else c
+        desc = self.model.desc
+        if self.scale and not (
+            cc == desc.in_channels or (cc == 3 and desc.in_channels == 1 and desc.accepts_rgb)
+            or (cc == 1 and desc.in_channels == 3)
+        ):
+            raise ModelError(
+                f"model {self.model.name!r} takes {desc.in_channels}-channel images, "
+                f"the image has {cc} colour channel(s)"
+            )
+        bands = self._bands(arr, oh, ow, cc, has_alpha, target, progress)
+        return PixelStream(oh, ow, c, arr.dtype, bands)
+
+    def _bands(self, arr: np.ndarray, oh: int, ow: int, cc: int, has_alpha: bool, target: float,
+               progress: Callable[[int, int], None] | None) -> Iterator[np.ndarray]:
+        h, w, _ = arr.shape
+        maxv = 65535.0 if arr.dtype == np.uint16 else 255.0
+        color_f: torch.Tensor | None = None  # float colour, only when transparent pixels bleed
+        if has_alpha:
+            a = arr[:, :, cc:]
+            if bool((a == 0).any()) and bool((a != 0).any()):
+                x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
+                xf = x.float() / maxv
+                color_f = bleed_transparent(xf[:, :cc], xf[:, cc:])
+        s = self.scale
+        if s == 0:
+            yield from self._baseline_bands(arr, color_f, cc, has_alpha, oh, ow, maxv, target)
+            return
+        native = (oh, ow) == (h * s, w * s)
+        alpha_net = has_alpha and self.options.alpha == "model"
+        tiles_gen = self._tile_stream(arr, color_f, cc, alpha_net, progress)
+        if native and (alpha_net or not has_alpha):
+            yield from self._quantized_bands(tiles_gen, h * s, w * s, arr.dtype, maxv)
+            return
+        color_rows = self._resampled(self._float_bands(tiles_gen, h * s, w * s), h * s, w * s,
+                                     oh, ow)
+        if has_alpha and not alpha_net:
+            alpha_in = self._input_rows(arr, None, cc, cc + 1, maxv, torch.float32)
+            alpha_rows = self._resampled(alpha_in, h, w, oh, ow)
+            rows = _zip_rows(color_rows, alpha_rows)
+        else:
+            rows = color_rows
+        for band in rows:
+            yield self._to_host(band, arr.dtype, maxv)
+
+    # tiles ----------------------------------------------------------------------------------
+    def _fetch(self, src: np.ndarray | torch.Tensor, c0: int, c1: int, box: tuple[int, ...],
+               maxv: float) -> torch.Tensor:
+        """Input box ``(y0, y1, x0, x1)``, channels ``[c0, c1)``, as float ``(1, C, h, w)`` on
+        the device: integer pixels are transferred as they are and converted there."""
+        y0, y1, x0, x1 = box
+        if isinstance(src, torch.Tensor):
+            return src[:, c0:c1, y0:y1, x0:x1].to(self.device)
+        t = torch.from_numpy(np.array(src[y0:y1, x0:x1, c0:c1], order="C"))  # a copy
+        if t.dtype == torch.uint16:
+            t = t.to(torch.int32)  # uint16 arithmetic is not supported by every kernel
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return (t.permute(2, 0, 1)[None].float() / maxv)
+
+    def _tile_stream(self, arr: np.ndarray, color_f: torch.Tensor | None, cc: int,
+                     alpha_net: bool, progress: Callable[[int, int], None] | None
+                     ) -> Iterator[tuple[str, Any]]:
+        """Run the network over tiles in raster bands. Yields ``("tile", (tile, out))`` with
+        ``out`` the core's float output ``(1, C_out, h*s, w*s)`` on the device (colour, gray
+        from luma, then alpha), and ``("band", (y0, y1))`` when a band is complete (tiles
+        redone in fp32 are yielded again before it)."""
+        desc = self.model.desc
+        s = self.scale
+        h, w, _ = arr.shape
+        m = max(1, desc.size_multiple)
+        ph, pw = (-h) % m, (-w) % m
+        src: np.ndarray | torch.Tensor = arr
+        if ph or pw:
+            mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
+            src = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
+            if color_f is not None:
+                color_f = F.pad(color_f, (0, pw, 0, ph),
+                                mode="reflect" if mode == "reflect" else "replicate")
+        hp, wp = h + ph, w + pw
+        t = self.options.tile
+        if t is None:
+            t = self.auto_tile(hp, wp)
+        tiles = plan_tiles(hp, wp, t, self.context if t else 0, m)
+        maxv = 65535.0 if arr.dtype == np.uint16 else 255.0
+        gray_in = cc == 1 and desc.in_channels == 3
+        luma = torch.tensor(_LUMA, device=self.device).view(1, 3, 1, 1)
+
+        def fetch_color(box: tuple[int, ...]) -> torch.Tensor:
+            x = self._fetch(color_f if color_f is not None else src, 0, cc, box, maxv)
+            return x.expand(-1, 3, -1, -1) if gray_in else x
+
+        def fetch_alpha(box: tuple[int, ...]) -> torch.Tensor:
+            return self._fetch(src, cc, cc + 1, box, maxv).expand(-1, desc.in_channels, -1, -1)
+
+        def run(prec: str, chunk: list[Tile]) -> tuple[torch.Tensor, torch.Tensor]:
+            boxes = [(t.py0, t.py1, t.px0, t.px1) for t in chunk]
+            # clamped per tile as run() does (NaN stays NaN for the check below)
+            y = self._forward_prec(torch.cat([fetch_color(b) for b in boxes]), prec).clamp_(0, 1)
+            if gray_in:
+                y = (y * luma).sum(dim=1, keepdim=True)
+            if alpha_net:
+                ya = self._forward_prec(torch.cat([fetch_alpha(b) for b in boxes]), prec)
+                y = torch.cat([y, ya.clamp_(0, 1).mean(dim=1, keepdim=True)], dim=1)
+            ok = torch.isfinite(y).flatten(1).all(dim=1)
+            return y, ok
+
+        def cores(chunk: list[Tile], y: torch.Tensor) -> Iterator[tuple[str, Any]]:
+            for k, t in enumerate(chunk):
+                oy, ox = (t.y0 - t.py0) * s, (t.x0 - t.px0) * s
+                core = y[k : k + 1, :, oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s]
+                yield "tile", (t, core)
+
+        bands: dict[tuple[int, int], list[Tile]] = {}
+        for t_ in tiles:
+            bands.setdefault((t_.y0, t_.y1), []).append(t_)
+        done = 0
+        batch = self._tile_batch(tiles)
+        for (y0, y1), row in bands.items():
+            groups: dict[tuple[int, int], list[Tile]] = {}
+            for t_ in row:
+                groups.setdefault(t_.padded_shape, []).append(t_)
+            checks: list[tuple[list[Tile], torch.Tensor]] = []
+            for group in groups.values():
+                for i in range(0, len(group), batch):
+                    chunk = group[i : i + batch]
+                    y, ok = run(self.precision, chunk)
+                    checks.append((chunk, ok))
+                    yield from cores(chunk, y)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, len(tiles))
+            # one host synchronisation per band: which tiles had NaN/Inf
+            flags = torch.cat([ok for _, ok in checks]).cpu()
+            if not bool(flags.all()):
+                done_tiles = [t_ for chunk, _ in checks for t_ in chunk]
+                bad = [t_ for t_, f in zip(done_tiles, flags.tolist(), strict=True) if not f]
+                yield from self._redo(bad, run, cores)
+            yield "band", (y0, y1)
+
+    def _tile_batch(self, tiles: list[Tile]) -> int:
+        """``tile_batch``, lowered so that one batch of the largest tiles stays within the
+        activation budget :meth:`auto_tile` uses (always at least one tile)."""
+        batch = max(1, self.options.tile_batch)
+        if batch == 1 or len(tiles) == 1:
+            return 1
+        px = max((t.py1 - t.py0) * (t.px1 - t.px0) for t in tiles)
+        per_px = _bytes_per_input_pixel(self.model, torch.finfo(DTYPES[self.precision]).bits // 8)
+        budget = free_memory_bytes(self.device) * self.options.memory_fraction
+        if self.device.type == "cpu":
+            budget = min(budget, LEAN_BUDGET_CPU)
+        return max(1, min(batch, int(budget // max(1, px * per_px))))
+
+    def _redo(self, bad: list[Tile], run: Callable[[str, list[Tile]], Any],
+              cores: Callable[[list[Tile], torch.Tensor], Iterator[tuple[str, Any]]]
+              ) -> Iterator[tuple[str, Any]]:
+        if self.precision == "fp32":
+            hint = ""
+        else:
+            hint = "; try --precision fp32"
+            if self.on_warning and not self._warned_fallback:
+                self.on_warning(f"{self.precision} produced NaN/Inf on a tile; recomputed it "
+                                "in fp32")
+                self._warned_fallback = True
+            for t_ in bad:
+                y, ok = run("fp32", [t_])
+                if bool(ok.all()):
+                    yield from cores([t_], y)
+                    continue
+                break
+            else:
+                if (self.options.precision == "auto" and self.precision == "fp16"
+                        and self.device.type == "cuda" and torch.cuda.is_bf16_supported()):
+                    self.precision = "bf16"  # fp16 overflows on this model: bf16 has range
+                return
+        raise ModelError(f"model {self.model.name!r} produced NaN or infinite values{hint}")
+
+    def _forward_prec(self, x: torch.Tensor, prec: str) -> torch.Tensor:
+        with torch.no_grad():
+            xd = x.to(DTYPES[prec]).contiguous(memory_format=self._memory_format())
+            return self._net(prec)(xd).float()
+
+    def _quantized_bands(self, tiles_gen: Iterator[tuple[str, Any]], oh: int, ow: int,
+                         dtype: np.dtype, maxv: float) -> Iterator[np.ndarray]:
+        """Tiles -> output rows in the final dtype; a band buffer of that dtype on the device."""
+        buf: torch.Tensor | None = None
+        s = self.scale
+        for kind, val in tiles_gen:
+            if kind == "tile":
+                t, core = val
+                if buf is None:  # (rows, W, C): the host layout, no copy on the CPU
+                    rows = (self._band_rows(t)) * s
+                    buf = torch.empty((rows, ow + self._pad_w(ow), core.shape[1]),
+                                      dtype=_int_dtype(maxv), device=self.device)
+                q = _quantize(core[0], maxv)
+                buf[: q.shape[1], t.x0 * s : t.x1 * s] = q.permute(1, 2, 0)
+                del q, core, val
+            else:
+                y0, y1 = val
+                assert buf is not None  # noqa: S101 - a band has tiles
+                r1 = min(y1 * s, oh)
+                band = buf[: r1 - y0 * s, :ow].cpu().numpy()
+                buf = None
+                yield band if band.dtype == dtype else band.astype(dtype)
+                del band
+
+    def _band_rows(self, t: Tile) -> int:
+        return t.y1 - t.y0
+
+    def _pad_w(self, ow: int) -> int:
+        m = max(1, self.model.desc.size_multiple)
+        w = ow // max(1, self.scale)
+        return ((-w) % m) * self.scale
+
+    def _float_bands(self, tiles_gen: Iterator[tuple[str, Any]], nh: int, nw: int
+                     ) -> Iterator[torch.Tensor]:
+        """Tiles -> float rows ``(C, n, W*s)`` at the native scale, unclamped (for resizing)."""
+        buf: torch.Tensor | None = None
+        s = self.scale
+        for kind, val in tiles_gen:
+            if kind == "tile":
+                t, core = val
+                if buf is None:
+                    buf = torch.empty((core.shape[1], (t.y1 - t.y0) * s, nw + self._pad_w(nw)),
+                                      device=self.device)
+                buf[:, : core.shape[2], t.x0 * s : t.x1 * s] = core[0]
+            else:
+                y0, y1 = val
+                assert buf is not None  # noqa: S101 - a band has tiles
+                yield buf[:, : min(y1 * s, nh) - y0 * s, :nw]
+                buf = None
+
+    def _resampled(self, rows: Iterator[torch.Tensor], h: int, w: int, oh: int, ow: int,
+                   *, kernel: str = "cubic", dtype: torch.dtype = torch.float32,
+                   scale: float | None = None) -> Iterator[torch.Tensor]:
+        if (h, w) == (oh, ow) and scale in (None, 1.0):
+            yield from rows
+            return
+        rs = RowResampler(h, w, oh, ow, kernel=kernel, antialias=True, device=self.device,
+                          dtype=dtype, scale=scale)
+        for band in rows:
+            yield from rs.push(band.to(dtype))
+
+    def _input_rows(self, arr: np.ndarray, color_f: torch.Tensor | None, c0: int, c1: int,
+                    maxv: float, dtype: torch.dtype, rows: int = 64) -> Iterator[torch.Tensor]:
+        """Input channels ``[c0, c1)`` as float rows ``(C, n, W)`` on the device."""
+        h = arr.shape[0]
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            if color_f is not None:
+                yield color_f[0, c0:c1, y0:y1].to(self.device, dtype)
+            else:
+                yield self._fetch(arr, c0, c1, (y0, y1, 0, arr.shape[1]), maxv)[0].to(dtype)
+
+    def _to_host(self, band: torch.Tensor, dtype: np.dtype, maxv: float) -> np.ndarray:
+        if not bool(torch.isfinite(band).all()):
+            hint = "" if self.precision == "fp32" else "; try --precision fp32"
+            raise ModelError(
+                f"model {self.model.name!r} produced NaN or infinite values{hint}"
+            )
+        return _host(_quantize(band, maxv), dtype)
+
+    def _baseline_bands(self, arr: np.ndarray, color_f: torch.Tensor | None, cc: int,
+                        has_alpha: bool, oh: int, ow: int, maxv: float, scale: float
+                        ) -> Iterator[np.ndarray]:
+        """An any-scale baseline (MATLAB imresize, the network's kernel), band by band, in
+        float64 like the whole-image path."""
+        h, w, c = arr.shape
+        kernel = getattr(self.model.net, "kernel", "cubic")
+        f64 = torch.float64
+        rows = self._resampled(self._input_rows(arr, color_f, 0, cc, maxv, f64), h, w, oh, ow,
+                               kernel=kernel, dtype=f64, scale=scale)
+        if has_alpha:
+            rows = _zip_rows(rows, self._resampled(
+                self._input_rows(arr, None, cc, c, maxv, torch.float32), h, w, oh, ow))
+        for band in rows:
+            yield self._to_host(band.float(), arr.dtype, maxv)
+
+
+def _int_dtype(maxv: float) -> torch.dtype:
+    """Device integer type holding 0..maxv (uint16 arithmetic is patchy in torch: int32)."""
+    return torch.uint8 if maxv <= 255 else torch.int32
+
+
+def _quantize(x: torch.Tensor, maxv: float) -> torch.Tensor:
+    """float in [0, 1] -> integers ``round(clamp(x) * maxv)`` (NaN -> 0), as from_tensor."""
+    y = torch.nan_to_num(x, nan=0.0)  # the only float copy; the rest is in place
+    return y.clamp_(0, 1).mul_(maxv).round_().to(_int_dtype(maxv))
+
+
+def _host(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """``(C, n, W)`` integers on the device -> ``(n, W, C)`` numpy ``dtype``."""
+    return np.ascontiguousarray(q.permute(1, 2, 0).cpu().numpy().astype(dtype))
+
+
+def _zip_rows(a: Iterator[torch.Tensor], b: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Two row streams ``(Ca, n, W)`` and ``(Cb, m, W)`` of the same image -> ``(Ca+Cb, k, W)``
+    chunks with equal rows."""
+    pa: list[torch.Tensor] = []
+    pb: list[torch.Tensor] = []
+    na = nb = 0
+    for xa in a:
+        pa.append(xa)
+        na += xa.shape[1]
+        while nb < na:
+            try:
+                xb = next(b)
+            except StopIteration:
+                break
+            pb.append(xb)
+            nb += xb.shape[1]
+        n = min(na, nb)
+        if n:
+            ca, cb = torch.cat(pa, dim=1), torch.cat(pb, dim=1)
+            yield torch.cat([ca[:, :n], cb[:, :n].to(ca.dtype)], dim=0)
+            pa, pb = [ca[:, n:]], [cb[:, n:]]
+            na, nb = na - n, nb - n

@@ -6,6 +6,9 @@ API used across the project:
   format, ICC profile, EXIF and other metadata to carry to the output.
 - :func:`read_image` — path or bytes -> Image (EXIF orientation applied); raises InputError.
 - :func:`write_image` — Image -> path, atomically; :func:`encode_image` -> bytes.
+- :class:`PixelStream` / :func:`write_image_stream` — an image whose rows arrive in bands
+  (the inference engine's output) -> path or stdout; PNG and TIFF are encoded band by band,
+  so the full image is never in memory.
 - :func:`to_tensor` / :func:`from_tensor` — numpy <-> float32 (1, C, H, W) in [0, 1].
 - :func:`read_stdin_bytes` / :func:`write_stdout_bytes` — binary stdio; refuses a terminal.
 
@@ -22,6 +25,7 @@ import io
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ import torch
 
 from sr_cli.errors import InputError, UsageError
 from sr_cli.io import png16
-from sr_cli.io.atomic import atomic_write_bytes
+from sr_cli.io.atomic import atomic_open, atomic_write_bytes
 
 # The extension tables live in a light module (no numpy/torch) and are re-exported here.
 from sr_cli.io.formats import (  # noqa: F401
@@ -544,6 +548,163 @@ def write_image(
     atomic_write_bytes(p, data)
 
 
+@dataclass
+class PixelStream:
+    """An image produced in row bands: ``bands`` yields ``(n, width, channels)`` arrays of
+    ``dtype`` (uint8/uint16) top to bottom, ``height`` rows in all; iterate it once."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: np.dtype
+    bands: Iterable[np.ndarray]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.bands)
+
+    def collect(self) -> np.ndarray:
+        """The whole image ``(H, W, C)``, filled band by band into one array of ``dtype``."""
+        out = np.empty((self.height, self.width, self.channels), dtype=self.dtype)
+        y = 0
+        for band in self:
+            out[y : y + band.shape[0]] = band
+            y += band.shape[0]
+        if y != self.height:
+            raise RuntimeError(f"pixel stream gave {y} of {self.height} rows")  # internal bug
+        return out
+
+
+PNG_ROWS = 128
+"""Rows filtered and deflated at a time by the streamed PNG writer."""
+TIFF_TILE = (64, 512)
+"""Tile shape of streamed TIFF output (rows, columns); multiples of 16 as TIFF requires."""
+
+
+def _stream_png(stream: PixelStream, img: Image, write: Callable[[bytes], Any]) -> None:
+    exif = _exif_fixed(img.exif, stream.width, stream.height)
+    enc = png16.StreamEncoder(write, stream.height, stream.width, stream.channels, stream.dtype,
+                              icc=img.icc, exif=exif, dpi=img.info.get("dpi"),
+                              text=img.info.get("text"))
+    it = iter(stream)
+    while (band := next(it, None)) is not None:
+        for y in range(0, band.shape[0], PNG_ROWS):  # bounded filter/deflate temporaries
+            enc.write_rows(band[y : y + PNG_ROWS])
+        del band  # before the next band is computed
+    enc.close()
+
+
+def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
+    import tifffile
+
+    th, tw = TIFF_TILE
+    c = stream.channels
+
+    def tiles() -> Iterator[np.ndarray]:
+        pending: list[np.ndarray] = []
+        have = 0
+        for band in stream:
+            pending.append(band)
+            have += band.shape[0]
+            while have >= th:
+                rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield from _row_tiles(rows[:th], tw)
+                pending, have = [rows[th:]], have - th
+        if have:
+            rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield from _row_tiles(rows, tw)
+
+    kwargs: dict[str, Any] = {
+        "photometric": "minisblack" if c <= 2 else "rgb",
+        "compression": "zlib",
+        "predictor": True,
+        "tile": (th, tw),
+    }
+    if c in (2, 4):
+        kwargs["extrasamples"] = [2]  # unassociated alpha
+    if img.icc:
+        kwargs["iccprofile"] = img.icc
+    dpi = img.info.get("dpi")
+    if dpi:
+        kwargs["resolution"] = (float(dpi[0]), float(dpi[1]))
+        kwargs["resolutionunit"] = "INCH"
+    shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
+    if not isinstance(getattr(fh, "name", ""), str):  # os.fdopen: tifffile wants a str name
+        fh = _Named(fh)
+    with tifffile.TiffWriter(fh) as tw_:
+        tw_.write(tiles(), shape=shape, dtype=stream.dtype, **kwargs)
+
+
+class _Named(io.RawIOBase):
+    """A seekable binary file seen with a string ``name`` (tifffile reads it)."""
+
+    name = "output.tif"
+
+    def __init__(self, fh: Any) -> None:
+        super().__init__()
+        self._fh = fh
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        return int(self._fh.write(b))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self._fh.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self._fh.tell())
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+def _row_tiles(rows: np.ndarray, tw: int) -> Iterator[np.ndarray]:
+    for x in range(0, rows.shape[1], tw):
+        t = rows[:, x : x + tw]
+        yield t[:, :, 0] if t.shape[2] == 1 else t
+
+
+def write_image_stream(
+    path: str | os.PathLike[str] | None, stream: PixelStream, img: Image, *, fmt: str,
+    quality: int | None = None,
+) -> None:
+    """Write a :class:`PixelStream` to ``path`` atomically, or to stdout when ``path`` is None.
+
+    ``img`` carries the metadata (ICC, EXIF, dpi, text; its pixels are not used). PNG and TIFF
+    are encoded as the bands arrive (TIFF as zlib-compressed tiles), so memory stays bounded by
+    a few bands; JPEG, WebP and BMP hold the 8-bit output once. Bytes for stdout are assembled
+    in memory (compressed) and written at the end, so a failure writes nothing. Same pixels and
+    metadata rules as :func:`encode_image`.
+    """
+    fmt = {"jpg": "jpeg", "tif": "tiff"}.get(fmt.lower(), fmt.lower())
+    if fmt not in ("png", "tiff"):
+        data = encode_image(Image(stream.collect(), icc=img.icc, exif=img.exif,
+                                  info=dict(img.info)), fmt, quality=quality)
+        if path is None:
+            write_stdout_bytes(data)
+        else:
+            atomic_write_bytes(path, data)
+        return
+    if path is None:
+        refuse_terminal_stdout()
+        buf = io.BytesIO()
+        if fmt == "png":
+            _stream_png(stream, img, buf.write)
+        else:
+            _stream_tiff(stream, img, buf)
+        write_stdout_bytes(buf.getvalue())
+        return
+    with atomic_open(path, "wb") as fh:
+        if fmt == "png":
+            _stream_png(stream, img, fh.write)
+        else:
+            _stream_tiff(stream, img, fh)
+
+
 def read_stdin_bytes() -> bytes:
     """All of stdin as bytes (the format is sniffed later from the data, see sniff_format).
 
@@ -634,12 +795,18 @@ def stdout_is_terminal() -> bool:
         return False
 
 
-def write_stdout_bytes(data: bytes) -> None:
-    """Write binary data to stdout; refuses (UsageError) when stdout is a terminal."""
+def refuse_terminal_stdout() -> None:
+    """UsageError when stdout is a terminal (commands call it before any work)."""
     if stdout_is_terminal():
         raise UsageError(
             "refusing to write image data to a terminal; redirect stdout or give OUTPUT"
         )
+
+
+def write_stdout_bytes(data: bytes) -> None:
+    """Write binary data to stdout (looping over short writes, sr_cli.io.stdio); refuses
+    (UsageError) when stdout is a terminal."""
+    refuse_terminal_stdout()
     from sr_cli.io import stdio
 
     stdio.write_bytes(data)

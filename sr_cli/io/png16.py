@@ -328,8 +328,9 @@ def _read_text(ctype: bytes, body: bytes, text: dict[str, str], budget: list[int
 # ----------------------------------------------------------------------------- encoding
 
 
-def _filter_rows(rows: np.ndarray, bpp: int) -> np.ndarray:
+def _filter_rows(rows: np.ndarray, bpp: int, prev: np.ndarray | None = None) -> np.ndarray:
     """Filter ``rows`` uint8 ``(h, stride)`` adaptively; returns ``(h, 1 + stride)`` uint8.
+    ``prev`` is the row above the first one (None: the image's first row).
 
     Per row, the filter with the least sum of absolute residuals (bytes read as signed) wins,
     as in libpng. Residuals are computed in wrapping uint8 arithmetic, Paeth in int16.
@@ -337,7 +338,7 @@ def _filter_rows(rows: np.ndarray, bpp: int) -> np.ndarray:
     h, stride = rows.shape
     out = np.empty((h, stride + 1), dtype=np.uint8)
     chunk = max(1, (1 << 21) // max(stride, 1))  # bound temporary memory (~ 2 M bytes a row set)
-    zero_row = np.zeros((1, stride), np.uint8)
+    zero_row = np.zeros((1, stride), np.uint8) if prev is None else prev.reshape(1, stride)
     for y0 in range(0, h, chunk):
         y1 = min(h, y0 + chunk)
         cur = rows[y0:y1]
@@ -366,33 +367,102 @@ def encode(pixels: np.ndarray, *, icc: bytes | None = None, exif: bytes | None =
            dpi: tuple[float, float] | None = None, text: dict[str, Any] | None = None,
            level: int = 6) -> bytes:
     """Encode ``(H, W, C)`` uint8/uint16 (C = 1..4) as a non-interlaced PNG."""
-    if pixels.ndim != 3 or pixels.shape[2] not in _COLOR_TYPE:
+    if pixels.ndim != 3:
         raise PNGError(f"cannot encode layout {pixels.shape} as PNG")
-    if pixels.dtype not in (np.uint8, np.uint16):
-        raise PNGError(f"cannot encode {pixels.dtype} as PNG")
     h, w, ch = pixels.shape
-    depth = 16 if pixels.dtype == np.uint16 else 8
-    if depth == 16:
-        rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(h, w * ch * 2)
-    else:
-        rows = np.ascontiguousarray(pixels).reshape(h, w * ch)
-    filtered = _filter_rows(rows, ch * depth // 8)
-    parts = [SIGNATURE,
-             _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[ch], 0, 0, 0))]
-    if icc:
-        parts.append(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if dpi:
-        ppm = [max(1, round(float(d) / 0.0254)) for d in dpi[:2]]
-        parts.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
-    for key, val in (text or {}).items():
-        k = str(key)[:79].encode("latin-1", "replace")
-        try:
-            parts.append(_chunk(b"tEXt", k + b"\x00" + str(val).encode("latin-1")))
-        except UnicodeEncodeError:
-            parts.append(_chunk(b"iTXt", k + b"\x00\x00\x00\x00\x00" + str(val).encode("utf-8")))
-    if exif:
-        body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-        parts.append(_chunk(b"eXIf", body))
-    parts.append(_chunk(b"IDAT", zlib.compress(filtered.tobytes(), level)))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
+    out: list[bytes] = []
+    enc = StreamEncoder(out.append, h, w, ch, pixels.dtype, icc=icc, exif=exif, dpi=dpi,
+                        text=text, level=level)
+    enc.write_rows(pixels)
+    enc.close()
+    return b"".join(out)
+
+
+class StreamEncoder:
+    """Encode a PNG whose rows arrive in bands: header chunks at once, then each band is
+    filtered (continuing from the previous band's last row), deflated by one running
+    ``zlib.compressobj`` and written as IDAT chunks, so memory stays O(band), not O(image).
+
+    ``write(bytes)`` receives the file bytes in order. Rows must total ``height``.
+    """
+
+    def __init__(self, write: Any, height: int, width: int, channels: int, dtype: Any, *,
+                 icc: bytes | None = None, exif: bytes | None = None,
+                 dpi: tuple[float, float] | None = None, text: dict[str, Any] | None = None,
+                 level: int = 6) -> None:
+        if channels not in _COLOR_TYPE:
+            raise PNGError(f"cannot encode {channels} channels as PNG")
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.uint8), np.dtype(np.uint16)):
+            raise PNGError(f"cannot encode {dt} as PNG")
+        if height <= 0 or width <= 0:
+            raise PNGError("cannot encode an empty image")
+        self._write = write
+        self.height, self.width, self.channels = height, width, channels
+        self.depth = 16 if dt == np.uint16 else 8
+        self.dtype = dt
+        self._rows = 0
+        self._prev: np.ndarray | None = None
+        self._z = zlib.compressobj(level)
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._header(icc, exif, dpi, text)
+
+    def _header(self, icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None,
+                text: dict[str, Any] | None) -> None:
+        w, h, ch, depth = self.width, self.height, self.channels, self.depth
+        parts = [SIGNATURE,
+                 _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[ch], 0, 0, 0))]
+        if icc:
+            parts.append(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
+        if dpi:
+            ppm = [max(1, round(float(d) / 0.0254)) for d in dpi[:2]]
+            parts.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+        for key, val in (text or {}).items():
+            k = str(key)[:79].encode("latin-1", "replace")
+            try:
+                parts.append(_chunk(b"tEXt", k + b"\x00" + str(val).encode("latin-1")))
+            except UnicodeEncodeError:
+                parts.append(_chunk(b"iTXt", k + b"\x00\x00\x00\x00\x00"
+                                   + str(val).encode("utf-8")))
+        if exif:
+            body = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+            parts.append(_chunk(b"eXIf", body))
+        self._write(b"".join(parts))
+
+    def write_rows(self, pixels: np.ndarray) -> None:
+        """Append rows ``(n, W, C)`` of the encoder's dtype."""
+        n = pixels.shape[0]
+        if pixels.shape[1:] != (self.width, self.channels) or pixels.dtype != self.dtype:
+            raise PNGError(f"rows of shape {pixels.shape} {pixels.dtype} do not fit a "
+                           f"{self.width}x{self.height}x{self.channels} {self.dtype} PNG")
+        if self._rows + n > self.height:
+            raise PNGError("more rows than the PNG's height")
+        ch = self.channels
+        if self.depth == 16:
+            rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8)
+        else:
+            rows = np.ascontiguousarray(pixels)
+        rows = rows.reshape(n, -1)
+        filtered = _filter_rows(rows, ch * self.depth // 8, self._prev)
+        self._prev = rows[-1].copy()
+        self._rows += n
+        data = self._z.compress(filtered.tobytes())
+        if data:
+            self._pending.append(data)
+            self._pending_len += len(data)
+        if self._pending_len >= 1 << 20:
+            self._flush_idat()
+
+    def _flush_idat(self) -> None:
+        if self._pending:
+            self._write(_chunk(b"IDAT", b"".join(self._pending)))
+        self._pending, self._pending_len = [], 0
+
+    def close(self) -> None:
+        """Finish the stream (all rows must have been written)."""
+        if self._rows != self.height:
+            raise PNGError(f"PNG stream ended after {self._rows} of {self.height} rows")
+        self._pending.append(self._z.flush())
+        self._flush_idat()
+        self._write(_chunk(b"IEND", b""))
