@@ -24,8 +24,6 @@ from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.fastconv import prepare_for_cpu
-from sr_cli.infer.tiling import plan_tiles, run_tiled
-from sr_cli.io.images import from_tensor, to_tensor
 from sr_cli.infer.resample import RowResampler
 from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
 from sr_cli.io.images import PixelStream
