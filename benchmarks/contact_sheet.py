@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 CROPS = [("baboon", 252, 24), ("zebra", 96, 312), ("ppt3", 120, 228), ("comic", 48, 12)]
 SIZE = 120
 ORDER = ["srcnn-x2", "srcnn-x3", "srcnn-x4", "srresnet-x4", "srgan-x4", "esrgan-psnr-x4",
-         "esrgan-x4", "realesrnet-x4", "realesrgan-x4", "realesrnet-x2", "realesrgan-x2",
-         "realesrnet-compact-x4", "realesrgan-compact-x4"]
+         "esrgan-x4", "realesrnet-x4", "realesrgan-x4", "realesrnet-x2", "realesrgan-x2"]
 
 
 def _models() -> list[tuple[str, int]]:

@@ -228,7 +228,7 @@ def accuracy(shared: Path, n_images: int, crop: int, fast_modes: list[str]) -> N
     from sr_cli.io.images import read_image
     from sr_cli.zoo import load_model
 
-    models = ["esrgan-psnr-x4", "realesrnet-compact-x4", "srresnet-x4"]
+    models = ["esrgan-psnr-x4", "srresnet-x4"]
     anime = shared / "weights" / "realesr-animevideov3.pth"
     if anime.is_file():
         models.append(str(anime))

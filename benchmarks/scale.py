@@ -1,6 +1,6 @@
 """Scaling out on this machine: `sr upscale` under torchrun with 1 and 2 ranks (1 thread each).
 
-    python benchmarks/scale.py [--images 24] [--size 64] [--model realesrgan-compact-x4]
+    python benchmarks/scale.py [--images 24] [--size 64] [--model srresnet-x4]
 
 Writes ``--images`` generated images to a temporary folder, then runs
 ``torchrun --standalone --nproc-per-node N -m sr_cli upscale -m MODEL IN OUT --json`` for
@@ -60,7 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--model", default="realesrgan-compact-x4")
+    ap.add_argument("--model", default="srresnet-x4")
     args = ap.parse_args()
     print(f"sr upscale -m {args.model}, {args.images} images of {args.size}x{args.size}, "
           f"torchrun on {os.cpu_count()} visible core(s), 1 thread per rank (gloo)")

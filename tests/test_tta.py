@@ -45,8 +45,8 @@ def test_ensemble_is_the_mean_of_back_transformed_outputs():
 
 @pytest.mark.parametrize("tile", [16, 24])
 def test_tiled_tta_equals_untiled_tta_on_a_trained_model(tile, make_image):
-    """Shipped trained SRVGG (exact context): tiled ensembles equal the untiled one."""
-    model = load_model("realesrnet-compact-x4")
+    """Shipped trained SRResNet (exact context): tiled ensembles equal the untiled one."""
+    model = load_model("srresnet-x4")
     img = make_image(40, 36)
     whole = Upscaler(model, InferenceOptions(tile=0, tta=True)).upscale_array(img)
     tiled = Upscaler(model, InferenceOptions(tile=tile, tta=True)).upscale_array(img)
