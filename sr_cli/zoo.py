@@ -474,7 +474,7 @@ def peek_model(name_or_path: str, *, header_only: bool = False) -> ModelHeader |
     then gives the answer or the error. The header path does not check the weights (NaN,
     shapes); :func:`load_model` does.
     """
-    from sr_cli.archs.facts import DEFAULTS, DESCRIBE
+    from sr_cli.archs.facts import DEFAULTS, DESCRIBE, context_from_metadata
 
     name = str(name_or_path).strip()
     if name.lower() == "default":
@@ -497,7 +497,7 @@ def peek_model(name_or_path: str, *, header_only: bool = False) -> ModelHeader |
         hp = json.loads(meta["hparams"])
         if arch not in DESCRIBE or not isinstance(hp, dict) or set(hp) - set(DEFAULTS[arch]):
             return None
-        desc = DESCRIBE[arch]({**DEFAULTS[arch], **hp})
+        desc = context_from_metadata(DESCRIBE[arch]({**DEFAULTS[arch], **hp}), meta)
     except (KeyError, ValueError, TypeError):
         return None
     return ModelHeader(name=key or meta.get("name") or path.stem, desc=desc, params=params,

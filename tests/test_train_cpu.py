@@ -60,8 +60,8 @@ def test_progress_shows_no_loss_before_the_first_step(runner, data_dir, tmp_path
     from sr_cli.commands import train as train_cmd
 
     buf = io.StringIO()
-    monkeypatch.setattr(train_cmd, "err_console", Console(file=buf, force_terminal=True,
-                                                          width=160))
+    console = Console(file=buf, force_terminal=True, width=160)
+    monkeypatch.setattr(train_cmd, "stderr_console", lambda: console)
     monkeypatch.setattr(train_cmd, "show_progress", lambda: True)
     r = runner.invoke(app, ["train", "srresnet", "--data", str(data_dir), "--scale", "2", "-o",
                             str(tmp_path / "run"), "--steps", "2", *TINY])

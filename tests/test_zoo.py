@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -329,7 +330,11 @@ def test_old_esrgan_x1_x2_x8_load_and_tile(stages, scale, tmp_path):
         assert _same_outputs(loaded.net, net), name
     zoo.save_model(tmp_path / "x.safetensors", loaded.net, loaded.desc)
     again = zoo.load_model(str(tmp_path / "x.safetensors"))
-    assert again.desc == desc and _same_outputs(again.net, net)
+    # the saved file carries the tiling context measured from these weights (the engine issue):
+    # at most the placeholder, everything else the same
+    assert again.desc.context <= desc.context
+    assert dataclasses.replace(again.desc, context=desc.context) == desc
+    assert _same_outputs(again.net, net)
     x = torch.rand(1, 3, 20, 18, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = net(x)
@@ -339,9 +344,10 @@ def test_old_esrgan_x1_x2_x8_load_and_tile(stages, scale, tmp_path):
 
 
 def test_rrdbnet_layout_checks():
-    with pytest.raises(ValueError, match="upsample_stages=3"):
+    # the registry refuses bad hyperparameters before allocating (ModelError, exit 4)
+    with pytest.raises((ValueError, ModelError), match="upsample_stages=3"):
         build("rrdbnet", scale=8, **TINY_RRDB)
-    with pytest.raises(ValueError, match="scale 2\\*\\*stages"):
+    with pytest.raises((ValueError, ModelError), match="scale 2\\*\\*stages"):
         build("rrdbnet", scale=4, upsample_stages=3, **TINY_RRDB)
     # the standard x4 is one layout, not two: stages=2 files detect as the default
     net, _ = build("rrdbnet", scale=4, upsample_stages=2, **TINY_RRDB)

@@ -9,6 +9,7 @@ re-exports them under its own names (``DEFAULTS``, ``describe``, ...).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -221,3 +222,17 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""
+
+
+def context_from_metadata(desc: Descriptor, metadata: Mapping[str, str]) -> Descriptor:
+    """``desc`` with the measured ``context`` of a file's metadata (non-exact archs only)."""
+    if desc.exact_context or "context" not in metadata:
+        return desc
+    try:
+        ctx = int(metadata["context"])
+    except ValueError:
+        return desc
+    if ctx < 1:
+        return desc
+    m = max(1, desc.size_multiple)
+    return dataclasses.replace(desc, context=-(-ctx // m) * m)

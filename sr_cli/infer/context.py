@@ -23,14 +23,13 @@ export), and at load time only for files saved before this existed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from sr_cli.archs.base import Descriptor
+from sr_cli.archs.facts import context_from_metadata  # noqa: F401 - re-exported
 
 THRESHOLD = 0.25 / 255
 """Largest output change allowed per tile border (a quarter of an 8-bit level)."""
@@ -135,20 +134,6 @@ def theoretical_radius(desc: Descriptor) -> int | None:
 
         return receptive_radius_rrdbnet(desc.hparams)
     return None
-
-
-def context_from_metadata(desc: Descriptor, metadata: Mapping[str, str]) -> Descriptor:
-    """``desc`` with the measured ``context`` of a file's metadata (non-exact archs only)."""
-    if desc.exact_context or "context" not in metadata:
-        return desc
-    try:
-        ctx = int(metadata["context"])
-    except ValueError:
-        return desc
-    if ctx < 1:
-        return desc
-    m = max(1, desc.size_multiple)
-    return dataclasses.replace(desc, context=-(-ctx // m) * m)
 
 
 class _Transposed(nn.Module):
