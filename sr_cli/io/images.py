@@ -442,10 +442,9 @@ def output_pixels(pixels: np.ndarray, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _encode_tiff16(arr: np.ndarray, img: Image) -> bytes:
-    import tifffile
-
-    c = arr.shape[2]
+def _tiff_kwargs(img: Image, c: int) -> dict[str, Any]:
+    """tifffile.imwrite settings of an output with ``c`` channels: zlib + predictor, alpha as
+    unassociated extra sample, ICC profile and dpi carried over."""
     kwargs: dict[str, Any] = {
         "photometric": "minisblack" if c <= 2 else "rgb",
         "compression": "zlib",
@@ -459,6 +458,14 @@ def _encode_tiff16(arr: np.ndarray, img: Image) -> bytes:
     if dpi:
         kwargs["resolution"] = (float(dpi[0]), float(dpi[1]))
         kwargs["resolutionunit"] = "INCH"
+    return kwargs
+
+
+def _encode_tiff16(arr: np.ndarray, img: Image) -> bytes:
+    import tifffile
+
+    c = arr.shape[2]
+    kwargs = _tiff_kwargs(img, c)
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr[:, :, 0] if c == 1 else arr, **kwargs)
     return buf.getvalue()
@@ -613,20 +620,7 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
             rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
             yield from _row_tiles(rows, tw)
 
-    kwargs: dict[str, Any] = {
-        "photometric": "minisblack" if c <= 2 else "rgb",
-        "compression": "zlib",
-        "predictor": True,
-        "tile": (th, tw),
-    }
-    if c in (2, 4):
-        kwargs["extrasamples"] = [2]  # unassociated alpha
-    if img.icc:
-        kwargs["iccprofile"] = img.icc
-    dpi = img.info.get("dpi")
-    if dpi:
-        kwargs["resolution"] = (float(dpi[0]), float(dpi[1]))
-        kwargs["resolutionunit"] = "INCH"
+    kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw)}
     shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
     if not isinstance(getattr(fh, "name", ""), str):  # os.fdopen: tifffile wants a str name
         fh = _Named(fh)
