@@ -100,7 +100,8 @@ def build_teacher_cache(
 ) -> tuple[Path, Path]:
     """Make (or complete) the teacher cache; returns ``(target_dir, lr_dir)``.
 
-    The teacher is loaded (and its scale checked) only when pairs are missing.
+    The teacher is loaded (and its scale checked) and the images decoded only when pairs are
+    missing.
 
     Args:
         cfg: the run's TrainConfig (``teacher``, ``distill_pairs``, ``distill_hr_mix``,
@@ -119,13 +120,10 @@ def build_teacher_cache(
     from sr_cli.infer.engine import InferenceOptions, Upscaler
     from sr_cli.io.atomic import atomic_write_bytes
     from sr_cli.io.images import Image, encode_image
-    from sr_cli.train.data import PairSource
+    from sr_cli.train.data import PairSource, list_images
 
     say = notify or (lambda msg: None)
-    # HR crops only: the LR of each crop is made below (hr_only mode decodes nothing else)
-    source = PairSource.build(data, None, scale=cfg.scale, patch_size=cfg.patch_size,
-                              degradation="realesrgan", cache_mb=cfg.cache_mb)
-    ident = cache_identity(cfg, cfg.teacher, source.count, data)
+    ident = cache_identity(cfg, cfg.teacher, len(list_images(data, "--data")), data)
     lr_dir, tgt_dir = cache_dir / "lr", cache_dir / "target"
     info_path = cache_dir / "info.json"
     if info_path.exists():
@@ -155,6 +153,9 @@ def build_teacher_cache(
         raise UsageError(f"teacher {cfg.teacher!r} is x{teacher.desc.scale}, the run is "
                          f"x{cfg.scale}")
     up = Upscaler(teacher, InferenceOptions(device=device, precision="fp32", tile=0))
+    # the images are decoded only when pairs are missing: HR crops, whose LR is made below
+    source = PairSource.build(data, None, scale=cfg.scale, patch_size=cfg.patch_size,
+                              degradation="realesrgan", cache_mb=cfg.cache_mb)
     done = total - sum(min(_BATCH, total - b) for b in todo)
     say(f"teacher cache: {done} of {total} pairs present; computing the rest with "
         f"{teacher.name} (once; an interrupted build resumes)")

@@ -553,24 +553,12 @@ def upscale_to_frames(
     def write(i: int, fr: np.ndarray) -> None:  # i: 1-based frame number
         write_image(out / f"frame_{i:06d}{vopts.suffix}{ext}", Image(fr, format=fmt), fmt=fmt)
 
-    def run_all() -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        frames, close = source.open_frames()
-        i = 0
-        try:
-            for batch in _batches(frames, n, bs):
-                for fr in upscale_frames(upscaler, batch, scale):
-                    i += 1
-                    write(i, fr)
-                if progress:
-                    progress(i, n)
-        finally:
-            close()
-
     def run_mine() -> None:
-        assert part is not None
+        """This rank's segments of frames (all of them without torchrun), frames of other
+        ranks' segments decoded and skipped."""
         seg = vopts.segment_frames
-        mine = part.pick_indices((n + seg - 1) // seg)
+        n_seg = (n + seg - 1) // seg
+        mine = part.pick_indices(n_seg) if (ranks and part is not None) else list(range(n_seg))
         out.mkdir(parents=True, exist_ok=True)
         if not mine:
             return
@@ -591,7 +579,7 @@ def upscale_to_frames(
             close()
 
     if not ranks:
-        run_all()
+        run_mine()
     else:
         assert part is not None
         _, err = attempt(run_mine)
