@@ -172,7 +172,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:  # type: ignore[no-untyped-call]
             meta = dict(f.metadata() or {})
-            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            # each tensor in its own (64-byte aligned) allocation: views into the file's
+            # buffer sit at arbitrary offsets, and oneDNN rounds some convolutions (strided,
+            # transposed) differently for unaligned weights, so a reload would not be bit-exact
+            sd = {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118
     except Exception as exc:  # SafetensorError, OSError on truncation, ...
         raise ModelError(f"{path}: corrupt or truncated safetensors file ({_short(exc)})") from None
     return sd, {str(k): str(v) for k, v in meta.items()}
@@ -231,7 +234,17 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:
         raise ModelError(f"{path}: no tensors in the checkpoint")
+    for key in _MARKERS:  # presence is what counts; keep it whatever its value
+        if key in obj and key not in sd:
+            import torch
+
+            sd[key] = torch.zeros(1)
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+_MARKERS = ("pro", "no_norm")
+"""Keys whose presence marks a variant (Real-CUGAN's ``pro``, SPAN's ``no_norm``): kept as a
+tensor even when a checkpoint stores a plain Python value under them."""
 
 
 def _all_tensors(obj: Mapping[Any, Any]) -> bool:

@@ -361,3 +361,239 @@ def test_engine_pads_swinir_to_the_window_and_tiles():
     tiled = Upscaler(model, InferenceOptions(device="cpu", tile=12)).run(x)
     assert whole.shape == tiled.shape == (1, 3, 60, 52)
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------- Real-CUGAN
+
+
+def _cugan_random(scale: int, pro: bool = False, seed: int = 3, channels: int = 3):
+    """A Real-CUGAN with weights scaled per layer (uniform, variance ~1.4/fan-in) so that the
+    activations stay O(1) through its ~20 layers and the SE gates vary with the content."""
+    net, desc = build("realcugan", scale=scale, pro=pro, in_channels=channels)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                k = m.kernel_size[0] * m.kernel_size[1]
+                fan = (m.in_channels * k if isinstance(m, torch.nn.Conv2d)
+                       else m.in_channels * k / (m.stride[0] * m.stride[1]))
+                bound = (4.2 / fan) ** 0.5
+                m.weight.copy_((torch.rand(m.weight.shape, generator=g) * 2 - 1) * bound)
+                m.bias.copy_((torch.rand(m.bias.shape, generator=g) * 2 - 1) * 0.1)
+    return net.eval(), desc
+
+
+def _c(sd: dict, p: str, x: torch.Tensor, **kw) -> torch.Tensor:
+    return F.conv2d(x, sd[p + ".weight"], sd[p + ".bias"], **kw)
+
+
+def _ct(sd: dict, p: str, x: torch.Tensor, **kw) -> torch.Tensor:
+    return F.conv_transpose2d(x, sd[p + ".weight"], sd[p + ".bias"], **kw)
+
+
+def _lr(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.1)
+
+
+def _unet_conv(sd: dict, p: str, x: torch.Tensor, se: bool) -> torch.Tensor:
+    x = _lr(_c(sd, p + ".conv.2", _lr(_c(sd, p + ".conv.0", x))))
+    if se:
+        m = x.mean(dim=(2, 3), keepdim=True)
+        gate = torch.sigmoid(_c(sd, p + ".seblock.conv2",
+                                F.relu(_c(sd, p + ".seblock.conv1", m))))
+        x = x * gate
+    return x
+
+
+def _ref_unet1(sd: dict, x: torch.Tensor, scale3: bool) -> torch.Tensor:
+    x1 = _unet_conv(sd, "unet1.conv1", x, False)
+    x2 = _lr(_c(sd, "unet1.conv1_down", x1, stride=2))
+    x2 = _lr(_ct(sd, "unet1.conv2_up", _unet_conv(sd, "unet1.conv2", x2, True), stride=2))
+    x3 = _lr(_c(sd, "unet1.conv3", x1[:, :, 4:-4, 4:-4] + x2))
+    if scale3:
+        return _ct(sd, "unet1.conv_bottom", x3, stride=3, padding=2)
+    return _ct(sd, "unet1.conv_bottom", x3, stride=2, padding=3)
+
+
+def _ref_unet2(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    x1 = _unet_conv(sd, "unet2.conv1", x, False)
+    x2 = _unet_conv(sd, "unet2.conv2", _lr(_c(sd, "unet2.conv1_down", x1, stride=2)), True)
+    x3 = _unet_conv(sd, "unet2.conv3", _lr(_c(sd, "unet2.conv2_down", x2, stride=2)), True)
+    x3 = _lr(_ct(sd, "unet2.conv3_up", x3, stride=2))
+    x4 = _unet_conv(sd, "unet2.conv4", x2[:, :, 4:-4, 4:-4] + x3, True)
+    x4 = _lr(_ct(sd, "unet2.conv4_up", x4, stride=2))
+    x5 = _lr(_c(sd, "unet2.conv5", x1[:, :, 16:-16, 16:-16] + x4))
+    return _c(sd, "unet2.conv_bottom", x5)
+
+
+def _cugan_reference(sd: dict, x: torch.Tensor, scale: int, pro: bool) -> torch.Tensor:
+    """Upstream's untiled UpCunet forward (``tile_mode=0``, alpha 1) with its pro input/output
+    mapping (``np2tensor`` / ``tensor2np``), on the state dict with upstream keys."""
+    if pro:
+        x = x * 0.7 + 0.15
+    _, _, h0, w0 = x.shape
+    step, pad = {2: (2, 18), 3: (4, 14), 4: (2, 19)}[scale]
+    ph, pw = ((h0 - 1) // step + 1) * step, ((w0 - 1) // step + 1) * step
+    y = F.pad(x, (pad, pad + pw - w0, pad, pad + ph - h0), "reflect")
+    y = _ref_unet1(sd, y, scale == 3)
+    y = _ref_unet2(sd, y) + y[:, :, 20:-20, 20:-20]
+    if scale == 4:
+        y = F.pixel_shuffle(_c(sd, "conv_final", y)[:, :, 1:-1, 1:-1], 2)
+    y = y[:, :, : h0 * scale, : w0 * scale]
+    if scale == 4:
+        y = y + F.interpolate(x, scale_factor=4, mode="nearest")
+    return (y - 0.15) / 0.7 if pro else y
+
+
+@pytest.mark.parametrize(("scale", "pro"), [(2, True), (3, False), (4, False)],
+                         ids=lambda v: str(v))
+def test_realcugan_matches_upstream_style_reference(scale, pro):
+    """Float64, against the functional re-implementation above: both unet1 outputs (4x4 and
+    5x5 transposed convs), unet2, the SE gates, x4's tail and the pro mapping."""
+    net, desc = _cugan_random(scale, pro)
+    net = net.double()
+    x = _x(h=22, w=21, seed=1).double()  # odd: upstream's own padding to the multiple
+    with torch.no_grad():
+        ours = net(x)
+        ref = _cugan_reference(net.state_dict(), x, scale, pro)
+    assert ours.shape == (1, 3, 22 * scale, 21 * scale) == ref.shape
+    assert ref.abs().max() > 0.1  # a live network, not one that saturated to constants
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+@pytest.mark.parametrize(("scale", "pro"), [(2, False), (3, True), (4, False)],
+                         ids=lambda v: str(v))
+def test_realcugan_upstream_keys_detect_and_load(scale, pro, fmt, tmp_path):
+    from safetensors.torch import save_file
+
+    net, desc = _cugan_random(scale, pro, seed=scale)
+    sd = net.state_dict()
+    assert ("pro" in sd) == pro
+    path = tmp_path / f"up{scale}x.{fmt}"
+    if fmt == "pth":  # the official files: a bare state dict; pro marked by a plain value
+        torch.save({**sd, "pro": True} if pro else dict(sd), path)
+    else:
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    found, _ = zoo.read_weights(path)
+    hp = {"in_channels": 3, "scale": scale, "pro": pro}
+    assert zoo.detect_arch(found) == ("realcugan", hp)
+    loaded = zoo.load_model(str(path))
+    assert loaded.desc == desc and desc.scale == scale and desc.supports_half
+    assert desc.size_multiple == {2: 2, 3: 4, 4: 2}[scale] and not desc.exact_context
+    x = _x(h=20, w=24, seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x), net(x))
+
+
+def test_realcugan_parameter_counts_layout_and_refusals():
+    from sr_cli.archs.realcugan import parameter_count
+
+    spec = get_arch("realcugan")
+    # 2x/3x: 1,284,598 / 1,286,326 (upstream's .pth of 5.1 MB in fp32); 4x: 1,406,812
+    for scale, count in ((2, 1_284_598), (3, 1_286_326), (4, 1_406_812)):
+        with torch.device("meta"):
+            net = spec.build(scale=scale)
+        assert sum(p.numel() for p in net.parameters()) == count == parameter_count(3, scale)
+        sd = net.state_dict()
+        assert ("conv_final.weight" in sd) == (scale == 4)
+        assert sd["unet1.conv_bottom.weight"].shape[-1] == (5 if scale == 3 else 4)
+        assert sd["unet2.conv3.seblock.conv1.weight"].shape == (16, 128, 1, 1)
+    gray = spec.build(in_channels=1, scale=4)
+    assert spec.detect(gray.state_dict()) == {"in_channels": 1, "scale": 4, "pro": False}
+    assert gray(_x(c=1, h=6, w=5)).shape == (1, 1, 24, 20)  # tiny: replicate-padded
+    sd = dict(spec.build(scale=4).state_dict())
+    # UpCunet2x_fast: a 12-channel (pixel-unshuffled) unet1 with conv_final - not supported
+    sd["unet1.conv1.conv.0.weight"] = torch.zeros(32, 12, 3, 3)
+    assert spec.detect(sd) is None
+    with pytest.raises(Exception, match="scales 2, 3 and 4"):
+        spec.build(scale=8)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_realcugan_tiles_need_shared_se_statistics(scale):
+    """The convolutions reach ``context`` input pixels: with the SE gates given the whole
+    image's means, tiles at that context equal the untiled output (float rounding). With each
+    tile's own means (what the engine's tiler does) the output differs: the SE gates see the
+    whole image. (The radii themselves were measured from gradient supports, see facts.py.)"""
+    from sr_cli.archs.realcugan import shared_se_statistics
+    from sr_cli.infer.tiling import plan_tiles, run_tiled
+
+    net, desc = _cugan_random(scale)
+    m, ctx = desc.size_multiple, desc.context
+    assert ctx == {2: 20, 3: 16, 4: 20}[scale]
+    x = _x(h=64, w=16, seed=5)  # two tiles cut across the middle, each missing 12+ rows
+    with torch.no_grad():
+        ref = net(x)
+        tiles = plan_tiles(64, 16, 32, ctx, m)
+        assert len(tiles) == 2 and tiles[0].py1 < 64 and tiles[1].py0 > 0
+        own = run_tiled(net, x, scale, tiles)
+        with shared_se_statistics(net, x):
+            shared = run_tiled(net, x, scale, tiles)
+    top = ref.abs().max().item()
+    torch.testing.assert_close(shared, ref, atol=2e-6 * top, rtol=0)
+    assert (own - ref).abs().max() > 1e-4 * top  # 50x the float noise above
+
+
+def test_realcugan_through_the_engine_alpha_gray_and_half():
+    """RGBA and gray images go through the engine (alpha upscaled separately, gray as RGB);
+    bf16/fp16 forwards (SE means taken in float32) stay close to fp32."""
+    import numpy as np
+
+    from sr_cli.infer.engine import InferenceOptions, Upscaler
+
+    net, desc = _cugan_random(2)
+    model = zoo.LoadedModel(name="t", net=net, desc=desc, metadata={"context": "20"},
+                            source=None)
+    up = Upscaler(model, InferenceOptions(device="cpu", tile=0))
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (18, 14, 4), dtype=np.uint8)
+    out = up.upscale_array(rgba)
+    assert out.shape == (36, 28, 4) and out.dtype == np.uint8
+    gray = rng.integers(0, 256, (18, 14), dtype=np.uint8)
+    assert up.upscale_array(gray).shape == (36, 28)
+    x = _x(h=8, w=8, seed=7)
+    with torch.no_grad():
+        ref = net(x)
+        for dt in (torch.bfloat16, torch.float16):
+            low = net.to(dt)(x.to(dt)).float()
+            assert (low - ref).abs().max() < 0.05 * ref.abs().max()
+    net.float()
+
+
+def test_realcugan_models_info_convert_and_interp(runner, tmp_path, monkeypatch):
+    """`sr models info/convert` and `sr interp` on pro x2 files. The context probe that
+    convert/interp run on networks without an exact context is replaced by a recording stub
+    (on these strongly random weights it runs the probe to its cap, ~20 s per file here)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from sr_cli.cli import app
+    from sr_cli.infer import context
+
+    probed = []
+    monkeypatch.setattr(context, "measure_context",
+                        lambda net, desc, **kw: probed.append(desc.arch) or 24)
+
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    net_a, _ = _cugan_random(2, pro=True, seed=1)
+    net_b, _ = _cugan_random(2, pro=True, seed=2)
+    torch.save(net_a.state_dict(), a)
+    torch.save(net_b.state_dict(), b)
+    info = runner.invoke(app, ["models", "info", str(a), "--json"])
+    assert info.exit_code == 0, info.output
+    facts = json.loads(info.stdout)
+    assert facts["arch"] == "realcugan" and facts["scale"] == 2
+    out = tmp_path / "a.safetensors"
+    res = runner.invoke(app, ["models", "convert", str(a), str(out)])
+    assert res.exit_code == 0, res.output
+    loaded = zoo.load_model(str(out))
+    assert loaded.desc.hparams["pro"] and loaded.desc.context == 24
+    mix = tmp_path / "mix.safetensors"
+    res = runner.invoke(app, ["interp", str(out), str(b), "--alpha", "0.5", "-o", str(mix)])
+    assert res.exit_code == 0, res.output
+    t = load_file(str(mix))
+    k = "unet2.conv3.conv.0.weight"
+    torch.testing.assert_close(t[k], (net_a.state_dict()[k] + net_b.state_dict()[k]) / 2)
+    assert "pro" in t and probed == ["realcugan", "realcugan"]

@@ -23,6 +23,7 @@ DESCRIPTIONS: dict[str, str] = {
     "rrdbnet": "RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
                "x1/x2/x8 (ESRGAN)",
     "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    "realcugan": "Real-CUGAN (bilibili UpCunet x2/x3/x4: conservative, denoise, no-denoise, pro)",
     "bicubic": "MATLAB imresize bicubic (antialiased when shrinking), any scale",
     "lanczos": "MATLAB imresize Lanczos-3, any scale",
     "nearest": "nearest-neighbour interpolation, any scale",
@@ -173,6 +174,43 @@ def describe_srvgg(hp: Mapping[str, Any]) -> Descriptor:
     )
 
 
+# --------------------------------------------------------------------------- realcugan
+
+REALCUGAN_DEFAULTS: dict[str, Any] = {"in_channels": 3, "scale": 2, "pro": False}
+
+REALCUGAN_GEOMETRY: dict[int, tuple[int, int]] = {2: (18, 2), 3: (14, 4), 4: (19, 2)}
+"""Scale -> (reflection padding the network adds on each side, size multiple), as upstream's
+untiled mode. The multiple is the stride of the downsampling convolutions in input pixels
+(unet1 halves the input; unet2 quarters the x2 / x3 / x2-feature image), so tiles cut on it see
+the same phase as the whole image."""
+
+REALCUGAN_RADIUS: dict[int, int] = {2: 19, 3: 16, 4: 20}
+"""Scale -> reach of the convolutions in input pixels (SE gates aside): measured from the
+gradient support of output pixels of every sub-pixel phase (tests/test_archs_community.py)."""
+
+
+def receptive_radius_realcugan(hp: Mapping[str, Any]) -> int:
+    return REALCUGAN_RADIUS[int(hp["scale"])]
+
+
+def describe_realcugan(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: the convolutions' reach, not exact (the SE gates average the whole image), so
+    the engine measures the practical context from the weights, as for RRDBNet."""
+    s = int(hp["scale"])
+    pad, multiple = REALCUGAN_GEOMETRY.get(s, (0, 1))
+    radius = REALCUGAN_RADIUS.get(s, 32)
+    return Descriptor(
+        arch="realcugan",
+        scale=s,
+        in_channels=int(hp["in_channels"]),
+        hparams=dict(hp),
+        size_multiple=multiple,
+        context=-(-radius // multiple) * multiple,
+        exact_context=False,
+        supports_half=True,
+    )
+
+
 # --------------------------------------------------------------------------- baselines
 
 BASELINE_DEFAULT_SCALE = 4.0
@@ -210,6 +248,7 @@ DEFAULTS: dict[str, Mapping[str, Any]] = {
     "srresnet": SRRESNET_DEFAULTS,
     "rrdbnet": RRDBNET_DEFAULTS,
     "srvgg": SRVGG_DEFAULTS,
+    "realcugan": REALCUGAN_DEFAULTS,
     **{name: {"scale": BASELINE_DEFAULT_SCALE} for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> default hyperparameters (the ``ArchSpec.defaults``)."""
@@ -219,6 +258,7 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     "srresnet": describe_srresnet,
     "rrdbnet": describe_rrdbnet,
     "srvgg": describe_srvgg,
+    "realcugan": describe_realcugan,
     **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""

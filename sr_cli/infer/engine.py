@@ -104,6 +104,9 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
     arch = model.desc.arch
     if arch == "srvgg":  # LR features, then 3*s*s channels shuffled to the output resolution
         return dtype_bytes * (4 * feat + 3 * 3 * s * s) + 64
+    if arch == "realcugan":  # U-Nets of 64-256 channels at the output resolution (x4: at x2);
+        u = 2 if s == 4 else s  # peak RSS measured on CPU: ~520-580 floats per pixel there
+        return dtype_bytes * (600 * u * u + 3 * s * s) + 64
     hr_ch = feat  # channels at the output resolution
     lr_ch = feat * 6 if arch == "rrdbnet" else feat * 3
     if arch == "span":  # the 4-way concat plus a block's 2x-wide re-parameterised convs
