@@ -46,7 +46,7 @@ def _randomize(net: torch.nn.Module, seed: int = 1) -> None:
 
 def test_registry_lists_every_architecture():
     assert set(arch_names()) >= {"srcnn", "srresnet", "rrdbnet", "srvgg", "span", "swinir",
-                                 "bicubic", "lanczos", "nearest"}
+                                 "realcugan", "bicubic", "lanczos", "nearest"}
     with pytest.raises(ModelError, match="unknown architecture"):
         get_arch("edsr")
     with pytest.raises(ModelError, match="unknown hyperparameter"):

@@ -1,4 +1,4 @@
-"""Community architectures (SPAN, SwinIR): upstream key names load, detection of every
+"""Community architectures (SPAN, SwinIR, Real-CUGAN): upstream key names load, detection of every
 hyperparameter, and the forward checked against straightforward re-implementations written
 here from the papers/upstream code (no official weights can be downloaded in this project)."""
 
