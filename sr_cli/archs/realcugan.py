@@ -27,6 +27,8 @@ padded, so each stage shrinks its input and the network pads the image itself)::
 
 The network reflect-pads its input by 18 (x2), 14 (x3) or 19 (x4) pixels and to a multiple of
 2 (x2, x4) or 4 (x3), as upstream's untiled mode does; the output is exactly ``(h*s, w*s)``.
+Inputs too small to reflect that far (under about 20 pixels, where upstream fails) are
+replicate-padded instead.
 LeakyReLU slopes are 0.1 everywhere; an SE gate is
 ``x * sigmoid(conv2(relu(conv1(mean over the whole feature map of x))))``.
 
