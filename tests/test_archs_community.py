@@ -547,11 +547,11 @@ def test_realcugan_through_the_engine_alpha_gray_and_half():
                             source=None)
     up = Upscaler(model, InferenceOptions(device="cpu", tile=0))
     rng = np.random.default_rng(0)
-    rgba = rng.integers(0, 256, (18, 14, 4), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (21, 14, 4), dtype=np.uint8)  # odd: padded to the multiple
     out = up.upscale_array(rgba)
-    assert out.shape == (36, 28, 4) and out.dtype == np.uint8
-    gray = rng.integers(0, 256, (18, 14), dtype=np.uint8)
-    assert up.upscale_array(gray).shape == (36, 28)
+    assert out.shape == (42, 28, 4) and out.dtype == np.uint8
+    gray = rng.integers(0, 256, (21, 14), dtype=np.uint8)
+    assert up.upscale_array(gray).shape == (42, 28)
     x = _x(h=8, w=8, seed=7)
     with torch.no_grad():
         ref = net(x)
