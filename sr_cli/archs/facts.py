@@ -186,7 +186,7 @@ the same phase as the whole image."""
 
 REALCUGAN_RADIUS: dict[int, int] = {2: 19, 3: 16, 4: 20}
 """Scale -> reach of the convolutions in input pixels (SE gates aside): measured from the
-gradient support of output pixels of every sub-pixel phase (tests/test_archs_community.py)."""
+gradient support of output pixels of every sub-pixel phase (benchmarks/realcugan_radius.py)."""
 
 
 def receptive_radius_realcugan(hp: Mapping[str, Any]) -> int:
