@@ -50,7 +50,6 @@ written by profiling tools carry ``total_ops`` / ``total_params`` counters:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
