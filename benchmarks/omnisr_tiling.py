@@ -1,7 +1,8 @@
 """OmniSR tiling: the context measured from the weights, and tiled vs untiled output.
 
     python benchmarks/omnisr_tiling.py [--weights OMNISR.pth] [--train-steps 300]
-                                       [--image ../shared/data/Set5/LR_bicubic/X2/butterfly.png]
+                                       [--image ../shared/data/Set5/LR_bicubic/X2/butterflyx2.png]
+                                       [--save trained.pth]
                                        [--tiles 32 64 96] [--threads 1]
 
 OmniSR's receptive field is the whole image (the squeeze-excite gates average over it, grid
@@ -83,9 +84,11 @@ def main() -> None:
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--image", type=Path,
-                    default=SHARED / "data" / "Set5" / "LR_bicubic" / "X2" / "butterfly.png")
+                    default=SHARED / "data" / "Set5" / "LR_bicubic" / "X2" / "butterflyx2.png")
     ap.add_argument("--tiles", type=int, nargs="+", default=[32, 64, 96])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save", type=Path, help="write the trained network here (.pth, upstream "
+                    "keys) to reuse it with --weights")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -98,6 +101,8 @@ def main() -> None:
         net, desc = lm.net, lm.desc
     else:
         net, desc = _train(args.train_steps)
+        if args.save:
+            torch.save(net.state_dict(), args.save)
     for p in net.parameters():
         p.requires_grad_(False)
     if desc.arch != "omnisr":
