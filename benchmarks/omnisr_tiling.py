@@ -11,7 +11,8 @@ output depends on the tile itself, not only on an overlap. This prints, for a ne
 
 - the context ``measure_context`` finds (what ``save_model``/``sr models convert`` store) and
   how long the probe took;
-- for each tile size, at the measured context and at the placeholder context (32), the largest
+- for each tile size, at the measured context and at a short one (``--short-context``, 32: the
+  overlap SwinIR and RRDBNet start from), the largest
   difference between tiled and untiled output in 8-bit levels and the share of output values
   that differ by more than one level.
 
@@ -87,6 +88,7 @@ def main() -> None:
                     default=SHARED / "data" / "Set5" / "LR_bicubic" / "X2" / "butterflyx2.png")
     ap.add_argument("--tiles", type=int, nargs="+", default=[32, 64, 96])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--short-context", type=int, default=32)
     ap.add_argument("--save", type=Path, help="write the trained network here (.pth, upstream "
                     "keys) to reuse it with --weights")
     args = ap.parse_args()
@@ -110,7 +112,7 @@ def main() -> None:
     t0 = time.perf_counter()
     measured = measure_context(net, desc)
     print(f"measured context: {measured} px (probe {time.perf_counter() - t0:.1f} s); "
-          f"placeholder {desc.context} px; window {desc.size_multiple}")
+          f"before a measurement {desc.context} px; window {desc.size_multiple}")
     x = _read(args.image)
     if x.shape[1] != desc.in_channels:
         x = x.mean(1, keepdim=True)
@@ -119,7 +121,7 @@ def main() -> None:
     whole = Upscaler(base, InferenceOptions(device="cpu", tile=0)).run(x)
     print("| context | tile | tiles max diff (8-bit levels) | values off by > 1 level |")
     print("|---|---|---|---|")
-    for ctx in dict.fromkeys((measured, desc.context)):
+    for ctx in dict.fromkeys((measured, args.short_context)):
         model = dataclasses.replace(base, desc=dataclasses.replace(desc, context=ctx),
                                     metadata={"context": str(ctx)})
         for tile in args.tiles:

@@ -388,9 +388,9 @@ def instantiate(factory: Any, hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -
     buffer) is built normally instead. Raises TypeError/ValueError (bad hparams) or RuntimeError
     (weights that do not fit).
     """
-    import torch
+    from sr_cli.archs.base import meta_build
 
-    with torch.device("meta"):
+    with meta_build():
         net = factory(**hp)
     net.load_state_dict(sd, strict=True, assign=True)
     if any(t.is_meta for t in (*net.parameters(), *net.buffers())):

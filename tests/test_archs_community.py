@@ -573,7 +573,9 @@ def test_omnisr_parameter_counts(scale, count, paper):
     772K/780K/792K are thop's counts, which skip nn.Embedding (the bias tables, 9,000),
     parameters of custom modules (LayerNorm2d, 3,840) and the channel-attention temperatures
     (40): 12,880 in all."""
-    with torch.device("meta"):
+    from sr_cli.archs.base import meta_build
+
+    with meta_build():
         net = get_arch("omnisr").build(up_scale=scale)
     assert sum(p.numel() for p in net.parameters()) == count
     skipped = sum(p.numel() for n, p in net.named_parameters()

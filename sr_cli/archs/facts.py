@@ -181,14 +181,16 @@ OMNISR_DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 
                                    "up_scale": 4, "bias": True}
 """The published OmniSR (DIV2K/DF2K x2/x3/x4 models): 64 features, 5 OSAGs of 1 block."""
 
-OMNISR_PRACTICAL_CONTEXT = 32
-"""OmniSR tiling overlap before a measurement from the weights exists (input pixels)."""
+OMNISR_PRACTICAL_CONTEXT = 256
+"""OmniSR tiling overlap before a measurement from the weights exists (input pixels): the
+measurement's cap (:data:`sr_cli.infer.context.MAX_CONTEXT`), since OmniSR's global paths
+usually reach it (benchmarks/omnisr_tiling.py: a 32-pixel overlap left 5-level seams)."""
 
 
 def describe_omnisr(hp: Mapping[str, Any]) -> Descriptor:
     """Context: not exact (the squeeze-excite mean and grid attention reach the whole image):
-    :data:`OMNISR_PRACTICAL_CONTEXT` rounded to the window is a placeholder until the engine
-    has measured these weights' own (``exact_context`` False). Inputs are padded to multiples
+    :data:`OMNISR_PRACTICAL_CONTEXT` rounded to the window until the engine has measured these
+    weights' own (``exact_context`` False). Inputs are padded to multiples
     of the window. Half precision: marked supported (as spandrel does; bf16 checked against
     fp32 in tests/test_archs_community.py)."""
     ws = int(hp["window_size"])

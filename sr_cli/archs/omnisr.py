@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict, meta_build
 from sr_cli.archs.facts import DESCRIPTIONS, OMNISR_DEFAULTS, describe_omnisr
 from sr_cli.archs.swinir import relative_position_index
 
@@ -403,7 +403,7 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
                           "block_num": block_num, "pe": table is not None, "window_size": ws,
                           "res_num": res_num, "up_scale": found[0], "bias": "input.bias" in sd}
     try:
-        with torch.device("meta"):
+        with meta_build():
             expected = OmniSR(**hp).state_dict()
     except ValueError:
         return None
