@@ -1,31 +1,47 @@
 """ncnn models (``.param`` + ``.bin``, as realesrgan-ncnn-vulkan and upscayl ship them) mapped onto
 the project's architectures.
 
-Reading. The ``.param`` file is ncnn's text graph: the magic ``7767517``, ``layer_count
-blob_count``, then one line per layer: ``Type name n_in n_out in... out... key=value...`` (a
-key ``-23300-k`` holds the array ``n,v1,...,vn`` of parameter ``k``; a value with ``.``/``e`` is a
-float). The ``.bin`` file holds the weights of the layers in ``.param`` order, each blob as ncnn's
+Reading. The ``.param`` file is ncnn's graph, in one of two forms:
+
+- text (``Net::load_param``): the magic ``7767517``, ``layer_count blob_count``, then one line
+  per layer: ``Type name n_in n_out in... out... key=value...`` (a key ``-23300-k`` holds the
+  array ``n,v1,...,vn`` of parameter ``k``; a value with ``.``/``e`` is a float);
+- binary ``model.param.bin`` (``Net::load_param_bin``, written by ncnn2mem): little-endian
+  int32 magic, layer and blob counts, then per layer its type index (ncnn's built-in layer
+  registry order, :data:`LAYER_TYPES`), input/output counts and blob indices, and its
+  parameters (``ParamDict::load_param_bin``): ``id`` then a raw 4-byte value, or
+  ``-23300-id``, a length and that many 4-byte values, up to the end marker ``-233``. A raw
+  value is read as an integer or a float by the layer that uses it, as ncnn does.
+
+The ``.bin`` file holds the weights of the layers in ``.param`` order, each blob as ncnn's
 ``ModelBinFromDataReader::load`` reads it (src/modelbin.cpp): a Convolution's weight is a
 *tagged* blob (4-byte tag ``0x01306B47`` -> fp16 data padded to 4 bytes; tag ``0`` or
-``0x0002C056`` -> raw fp32; ``0x000D4B38`` int8 and other tags, 8-bit quantised tables, are
-refused), its bias (``5=1``) and a PReLU's slopes are raw fp32 without a tag. The binary
-``.param.bin`` form is not read.
+``0x0002C056`` -> raw fp32), its bias (``5=1``) and a PReLU's slopes are raw fp32 without a tag.
+int8-quantised models (ncnn2int8: int8 weight tag ``0x000D4B38``, convolutions with
+``8=int8_scale_term``, Quantize/Dequantize/Requantize layers) and 8-bit quantised-table weights
+are refused.
 
-Mapping. Only the graphs of RRDBNet (ESRGAN / Real-ESRGAN x4plus, x4plus-anime) and
-SRVGGNetCompact (realesr-animevideov3, realesr-general) map: the convolutions, in file order,
-become the canonical state dict of the architecture their count and shapes match (RRDBNet:
+Mapping. Only the graphs of RRDBNet (ESRGAN / Real-ESRGAN x4plus, x4plus-anime, and x2plus / x1
+whose input pixel-unshuffle is exported as Reshape/Permute layers) and SRVGGNetCompact
+(realesr-animevideov3, realesr-general) map: the convolutions, in file order, become the
+canonical state dict of the architecture their count and shapes match (RRDBNet:
 ``15 * num_block + 4`` 3x3 convs plus one per upsampling stage - 2 for x4, 0/1/3 for the
-original ESRGAN x1/x2/x8 layout; SRVGG: conv, PReLU/ReLU pairs,
-a last conv to ``c * upscale^2`` channels and a PixelShuffle). The mapping is then *verified*:
-a small reference interpreter runs the ncnn graph itself (every layer as ncnn defines it) on a
-fixed random probe, and the mapped network must give the same output (and the same output
-size, which yields SRVGG's ``out_scale`` for the x2/x3 graphs that end with a bicubic resize).
-Anything else - another layer type, another layer order, shapes that fit no architecture, or a
-probe mismatch - raises :class:`~sr_cli.errors.ModelError` naming what did not map.
+original ESRGAN x1/x2/x8 layout; SRVGG: conv, PReLU/ReLU pairs, a last conv to
+``c * upscale^2`` channels and a PixelShuffle). Reshape/Permute layers are accepted only
+between the input and the first convolution, and only when they compute a pixel-unshuffle by
+the factor the first convolution's input channels imply (2 for 4x the image channels, 4 for
+16x): checked by running them on index probes of two sizes against ``pixel_unshuffle``.
+The mapping is then *verified*: a small reference interpreter runs the ncnn graph itself
+(every layer as ncnn defines it) on a fixed random probe, and the mapped network must give the
+same output (and the same output size, which yields SRVGG's ``out_scale`` for the x2/x3 graphs
+that end with a bicubic resize). Anything else - another layer type, another layer order,
+shapes that fit no architecture, or a probe mismatch - raises
+:class:`~sr_cli.errors.ModelError` naming what did not map.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -39,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sr_cli.archs.facts import RRDBNET_UNSHUFFLE
 from sr_cli.errors import ModelError
 
 MAGIC = 7767517
@@ -46,7 +63,70 @@ TAG_FP16 = 0x01306B47
 TAG_INT8 = 0x000D4B38
 TAG_FP32_SCALED = 0x0002C056
 PROBE_HW = (4, 6)
-"""Probe input size (h, w) for verifying a mapping: not square, so transposes show."""
+"""Probe input size (h, w) for verifying a mapping: not square, so transposes show (times the
+unshuffle factor for graphs that pixel-unshuffle their input)."""
+END_OF_PARAMS = -233
+"""Marker ending one layer's parameters in a binary ``.param.bin``."""
+
+LAYER_TYPES = (
+    "AbsVal", "ArgMax", "BatchNorm", "Bias", "BNLL", "Concat", "Convolution", "Crop",
+    "Deconvolution", "Dropout", "Eltwise", "ELU", "Embed", "Exp", "Flatten", "InnerProduct",
+    "Input", "Log", "LRN", "MemoryData", "MVN", "Pooling", "Power", "PReLU", "Proposal",
+    "Reduction", "ReLU", "Reshape", "ROIPooling", "Scale", "Sigmoid", "Slice", "Softmax",
+    "Split", "SPP", "TanH", "Threshold", "Tile", "RNN", "LSTM", "BinaryOp", "UnaryOp",
+    "ConvolutionDepthWise", "Padding", "Squeeze", "ExpandDims", "Normalize", "Permute",
+    "PriorBox", "DetectionOutput", "Interp", "DeconvolutionDepthWise", "ShuffleChannel",
+    "InstanceNorm", "Clip", "Reorg", "YoloDetectionOutput", "Quantize", "Dequantize",
+    "Yolov3DetectionOutput", "PSROIPooling", "ROIAlign", "Packing", "Requantize", "Cast",
+    "HardSigmoid", "SELU", "HardSwish", "Noop", "PixelShuffle", "DeepCopy", "Mish",
+    "StatisticsPooling", "Swish", "Gemm", "GroupNorm", "LayerNorm", "Softplus", "GRU",
+    "MultiHeadAttention", "GELU", "Convolution1D", "Pooling1D", "ConvolutionDepthWise1D",
+    "Convolution3D", "ConvolutionDepthWise3D", "Pooling3D", "MatMul", "Deconvolution1D",
+    "DeconvolutionDepthWise1D", "Deconvolution3D", "DeconvolutionDepthWise3D", "Einsum",
+    "DeformableConv2D", "GLU", "Fold", "Unfold", "GridSample", "CumulativeSum", "CopyTo",
+    "Erf", "Diag", "CELU", "Shrink", "RMSNorm", "Spectrogram", "InverseSpectrogram", "Flip",
+    "SDPA", "RotaryEmbed",
+)
+"""ncnn's built-in layer types by type index (the ``ncnn_add_layer`` order of its
+src/CMakeLists.txt, as ``ncnn.layer_to_index`` reports it): how ``.param.bin`` names types."""
+
+QUANTISED_LAYERS = {"Quantize", "Dequantize", "Requantize"}
+
+
+class Raw:
+    """A binary ``.param.bin`` value: 4 bytes that the layer reads as int32 or float32
+    (ncnn's ``ParamDict`` union); ``int()``, ``float()`` and truth tests work on it."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: bytes) -> None:
+        self.bits = bits
+
+    def __int__(self) -> int:
+        return int(struct.unpack("<i", self.bits)[0])
+
+    __index__ = __int__
+
+    def __float__(self) -> float:
+        return float(struct.unpack("<f", self.bits)[0])
+
+    def __bool__(self) -> bool:
+        return self.bits != b"\0\0\0\0"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Raw):
+            return self.bits == other.bits
+        if isinstance(other, bool | int):
+            return int(self) == int(other)
+        if isinstance(other, float):
+            return float(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.bits)
+
+    def __repr__(self) -> str:
+        return f"Raw(int={int(self)}, float={float(self):g})"
 
 
 @dataclass
@@ -117,6 +197,65 @@ def parse_param(text: str, where: str = "model.param") -> list[Layer]:
     return layers
 
 
+def parse_param_bin(data: bytes, where: str = "model.param.bin") -> list[Layer]:
+    """Parse ncnn's binary ``.param.bin`` (``Net::load_param_bin``) into layers. Layers are
+    named ``layer<i>`` and blobs by their index (the binary form carries no names); parameter
+    values are :class:`Raw`."""
+    pos = 0
+
+    def ints(n: int, what: str) -> tuple[int, ...]:
+        nonlocal pos
+        if n < 0 or pos + 4 * n > len(data):
+            raise ModelError(f"{where}: truncated binary .param (reading {what} at offset "
+                             f"{pos})")
+        out = struct.unpack_from(f"<{n}i", data, pos)
+        pos += 4 * n
+        return out
+
+    def raws(n: int, what: str) -> list[Raw]:
+        nonlocal pos
+        if n < 0 or pos + 4 * n > len(data):
+            raise ModelError(f"{where}: truncated binary .param (reading {what} at offset "
+                             f"{pos})")
+        out = [Raw(data[pos + 4 * i: pos + 4 * i + 4]) for i in range(n)]
+        pos += 4 * n
+        return out
+
+    magic, n_layers, n_blobs = ints(3, "the header")
+    if magic != MAGIC:
+        raise ModelError(f"{where}: not an ncnn .param file (magic {MAGIC} missing)")
+    if not 0 < n_layers <= 1 << 20 or not 0 < n_blobs <= 1 << 20:
+        raise ModelError(f"{where}: bad layer/blob counts ({n_layers}, {n_blobs})")
+    layers = []
+    for i in range(n_layers):
+        typeindex, n_in, n_out = ints(3, f"layer {i}")
+        if not 0 <= typeindex < len(LAYER_TYPES):
+            raise ModelError(f"{where}: layer {i}: layer type index {typeindex} is not an ncnn "
+                             "built-in layer (custom layers are not supported)")
+        if not 0 <= n_in <= 1024 or not 0 <= n_out <= 1024:
+            raise ModelError(f"{where}: layer {i}: bad blob counts ({n_in}, {n_out})")
+        blobs = ints(n_in + n_out, f"layer {i}'s blobs")
+        if any(not 0 <= b < n_blobs for b in blobs):
+            raise ModelError(f"{where}: layer {i}: blob index out of range")
+        params: dict[int, Any] = {}
+        (key,) = ints(1, f"layer {i}'s parameters")
+        while key != END_OF_PARAMS:
+            if key <= -23300:
+                (n,) = ints(1, f"layer {i}'s array length")
+                params[-23300 - key] = raws(n, f"layer {i}'s array")
+            elif 0 <= key < 32:
+                params[key] = raws(1, f"layer {i}'s parameter {key}")[0]
+            else:
+                raise ModelError(f"{where}: layer {i}: bad parameter id {key}")
+            (key,) = ints(1, f"layer {i}'s parameters")
+        names = [str(b) for b in blobs]
+        layers.append(Layer(LAYER_TYPES[typeindex], f"layer{i}", names[:n_in], names[n_in:],
+                            params))
+    if pos != len(data):
+        raise ModelError(f"{where}: {len(data) - pos} unread bytes after the last layer")
+    return layers
+
+
 class _Bin:
     def __init__(self, data: bytes, where: str) -> None:
         self.data, self.pos, self.where = data, 0, where
@@ -143,7 +282,8 @@ class _Bin:
         if tag in (0, TAG_FP32_SCALED):
             return self.raw(n, what), "fp32"
         if tag == TAG_INT8:
-            raise ModelError(f"{self.where}: {what}: int8-quantised weights are not supported")
+            raise ModelError(f"{self.where}: {what}: int8-quantised weights (ncnn2int8) are not "
+                             "supported; use the fp16/fp32 model")
         raise ModelError(f"{self.where}: {what}: 8-bit quantised-table weights (tag "
                          f"0x{tag:08X}) are not supported")
 
@@ -158,7 +298,8 @@ def read_bin(layers: list[Layer], data: bytes, where: str = "model.bin") -> set[
                 raise ModelError(f"{where}: {ly.name}: dynamic-weight convolutions are not "
                                  "supported")
             if ly.get(8, 0):
-                raise ModelError(f"{where}: {ly.name}: int8 convolutions are not supported")
+                raise ModelError(f"{where}: {ly.name}: int8-quantised convolution (ncnn2int8, "
+                                 "8=int8_scale_term) is not supported; use the fp16/fp32 model")
             out, kw = int(ly.get(0, 0)), int(ly.get(1, 0))
             kh, size = int(ly.get(11, kw)), int(ly.get(6, 0))
             if out <= 0 or kw <= 0 or kh <= 0 or size <= 0 or size % (out * kw * kh):
@@ -171,6 +312,9 @@ def read_bin(layers: list[Layer], data: bytes, where: str = "model.bin") -> set[
                 ly.weights["bias"] = src.raw(out, f"{ly.name} bias")
         elif ly.type == "PReLU":
             ly.weights["slope"] = src.raw(int(ly.get(0, 0)), f"{ly.name} slopes")
+        elif ly.type in QUANTISED_LAYERS:
+            raise ModelError(f"{where}: layer {ly.name}: {ly.type}: int8-quantised models "
+                             "(ncnn2int8) are not supported; use the fp16/fp32 model")
         elif ly.type not in _WEIGHTLESS:
             raise ModelError(f"{where}: layer {ly.name}: ncnn layer type {ly.type!r} is not "
                              f"supported (supported: {', '.join(sorted(_SUPPORTED))})")
@@ -180,27 +324,36 @@ def read_bin(layers: list[Layer], data: bytes, where: str = "model.bin") -> set[
     return kinds
 
 
+def is_param_bin(path: Path) -> bool:
+    """``model.param.bin``: ncnn's binary graph (not weights)."""
+    return path.name.lower().endswith(".param.bin")
+
+
 def bin_path(param: Path) -> Path:
-    """The ``.bin`` beside ``model.param`` (``model.bin``; ``model.param.bin`` is ncnn's binary
-    param form, not weights)."""
+    """The weights beside a graph: ``model.bin`` for ``model.param`` and for the binary
+    ``model.param.bin``."""
+    if is_param_bin(param):
+        return param.with_name(param.name[: -len(".param.bin")] + ".bin")
     return param.with_suffix(".bin")
 
 
 def read_ncnn(param: Path, weights: Path | None = None) -> tuple[list[Layer], set[str]]:
-    """Read ``.param`` + ``.bin``: the layers with their weights, and the storage kinds."""
+    """Read ``.param`` (text or binary) + ``.bin``: the layers with their weights, and the
+    storage kinds."""
     weights = weights or bin_path(param)
     try:
         raw = param.read_bytes()
     except OSError as exc:
         raise ModelError(f"{param}: cannot read ({exc.strerror})") from None
     if raw[:4] == struct.pack("<i", MAGIC):
-        raise ModelError(f"{param}: binary ncnn .param files are not supported; use the text "
-                         ".param (ncnn2mem/ncnnoptimize can write one)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ModelError(f"{param}: not an ncnn text .param file") from None
-    layers = parse_param(text, str(param))
+        layers = parse_param_bin(raw, str(param))
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(f"{param}: not an ncnn .param file (neither text nor binary "
+                             "form)") from None
+        layers = parse_param(text, str(param))
     if not weights.is_file():
         raise ModelError(f"{param}: the weights file {weights.name} is missing beside it "
                          "(an ncnn model is a .param and a .bin)")
@@ -214,7 +367,8 @@ def read_ncnn(param: Path, weights: Path | None = None) -> tuple[list[Layer], se
 # --------------------------------------------------------------------------- reference interpreter
 
 _WEIGHTLESS = {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle",
-               "ReLU", "Noop"}
+               "ReLU", "Noop", "Reshape", "Permute"}
+_LAYOUT = {"Reshape", "Permute"}
 _SUPPORTED = _WEIGHTLESS | {"Convolution", "PReLU"}
 
 
@@ -257,6 +411,53 @@ def _interp(ly: Layer, x: Tensor) -> Tensor:
     if kind == 1:
         return F.interpolate(x, size=(oh, ow), mode="nearest")
     return F.interpolate(x, size=(oh, ow), mode=modes[kind], align_corners=False)
+
+
+def _ncnn_dims(x: Tensor, name: str) -> dict[str, int]:
+    """ncnn's ``w, h, d, c`` of a blob held as ``(1, *dims)`` (1 for the dims it lacks)."""
+    shape = [int(v) for v in x.shape[1:]]
+    if not 1 <= len(shape) <= 4:
+        raise ModelError(f"{name}: a {len(shape)}-D blob (ncnn has 1-4)")
+    if len(shape) == 3:  # c, h, w: d is 1
+        shape = [shape[0], 1, shape[1], shape[2]]
+    c, d, h, w = [1] * (4 - len(shape)) + shape  # 1-D: w; 2-D: h, w; 4-D: c, d, h, w
+    return {"w": w, "h": h, "d": d, "c": c}
+
+
+def _reshape(ly: Layer, x: Tensor) -> Tensor:
+    """ncnn Reshape: ``0=w 1=h 11=d 2=c``; a missing key lowers the rank, ``0`` copies the
+    input's dimension of that name, ``-1`` is inferred from the element count."""
+    if any(k in ly.params for k in (6, 12, 13)):
+        raise ModelError(f"{ly.name}: Reshape with a shape expression or batch axes is not "
+                         "supported")
+    want = {n: int(ly.get(k, -233)) for n, k in (("w", 0), ("h", 1), ("d", 11), ("c", 2))}
+    rank = next((r for r, n in ((4, "d"), (3, "c"), (2, "h"), (1, "w")) if want[n] != -233), 0)
+    names = {1: ["w"], 2: ["h", "w"], 3: ["c", "h", "w"], 4: ["c", "d", "h", "w"]}.get(rank)
+    if names is None:
+        raise ModelError(f"{ly.name}: Reshape without a target shape")
+    bottom = _ncnn_dims(x, ly.name)
+    dims = [bottom[n] if want[n] == 0 else want[n] for n in names]
+    total = x[0].numel()
+    if dims.count(-1) > 1 or any(v < -1 or v == 0 for v in dims):
+        raise ModelError(f"{ly.name}: Reshape to {dims} is not supported")
+    known = math.prod(v for v in dims if v != -1)
+    if -1 in dims and known and total % known == 0:
+        dims[dims.index(-1)] = total // known
+    if math.prod(dims) != total:
+        raise ModelError(f"layer {ly.name} (Reshape) cannot run on its inputs: {total} "
+                         f"values into {dims}")
+    return x.reshape(x.shape[0], *dims)
+
+
+def _permute(ly: Layer, x: Tensor) -> Tensor:
+    """ncnn Permute: ``0=order_type`` indexes the permutations of the blob's axes in
+    lexicographic order (outermost axis first: ``c, d, h, w``), as ncnn's tables list them."""
+    rank = x.ndim - 1
+    orders = list(itertools.permutations(range(rank)))
+    order = int(ly.get(0, 0))
+    if rank < 2 or not 0 <= order < len(orders):
+        raise ModelError(f"{ly.name}: Permute order {order} of a {rank}-D blob is not supported")
+    return x.permute(0, *(i + 1 for i in orders[order]))
 
 
 def _binary(ly: Layer, xs: list[Tensor]) -> Tensor:
@@ -336,6 +537,10 @@ def _run_layer(ly: Layer, xs: list[Tensor], x: Tensor) -> list[Tensor]:
         outs = [_binary(ly, xs)]
     elif t == "Interp":
         outs = [_interp(ly, xs[0])]
+    elif t == "Reshape":
+        outs = [_reshape(ly, xs[0])]
+    elif t == "Permute":
+        outs = [_permute(ly, xs[0])]
     elif t == "PixelShuffle":
         if int(ly.get(1, 0)):
             raise ModelError(f"{ly.name}: PixelShuffle mode {ly.get(1, 0)} is not supported")
@@ -357,6 +562,54 @@ def _in_channels(layers: list[Layer]) -> int:
     if not convs:
         raise ModelError("no convolution layers: not a super-resolution network")
     return int(convs[0].weights["weight"].shape[1])
+
+
+def _index_probe(c: int, h: int, w: int) -> Tensor:
+    """``(1, c, h, w)`` holding each element's index: a permutation of it is unambiguous."""
+    return torch.arange(c * h * w, dtype=torch.float32).view(1, c, h, w)
+
+
+def input_unshuffle(layers: list[Layer], where: str = "model.param") -> int:
+    """The pixel-unshuffle factor of the graph's input: 1 without Reshape/Permute layers; 2 or 4
+    when the layers between the input and the first convolution are Reshape/Permute that
+    compute ``pixel_unshuffle`` by that factor (RRDBNet x2 / x1 exported to ncnn), verified on
+    index probes of two sizes. ModelError for any other use of Reshape/Permute."""
+    if not any(ly.type in _LAYOUT for ly in layers):
+        return 1
+    first = next((i for i, ly in enumerate(layers) if ly.type == "Convolution"), None)
+    if first is None:
+        raise ModelError(f"{where}: no convolution layers: not a super-resolution network")
+    late = [ly.name for ly in layers[first:] if ly.type in _LAYOUT]
+    if late:
+        raise ModelError(f"{where}: Reshape/Permute layer {late[0]} after the first "
+                         "convolution: only an input pixel-unshuffle is supported")
+    prefix = layers[:first]
+    odd = [f"{ly.name} ({ly.type})" for ly in prefix if ly.type not in {"Input", "Noop", *_LAYOUT}]
+    if odd:
+        raise ModelError(f"{where}: layer {odd[0]} between the input and the first convolution "
+                         "is not part of a pixel-unshuffle")
+    cin = int(layers[first].weights["weight"].shape[1])
+    for u in (2, 4):
+        c, rem = divmod(cin, u * u)
+        if rem or c not in (1, 3):
+            continue
+        matches = True
+        for h, w in ((3 * u, 5 * u), (5 * u, 2 * u)):
+            x = _index_probe(c, h, w)
+            try:
+                out = run_graph(prefix, x)
+            except ModelError:
+                matches = False
+                break
+            want = F.pixel_unshuffle(x, u)
+            if out.shape != want.shape or not torch.equal(out, want):
+                matches = False
+                break
+        if matches:
+            return u
+    raise ModelError(f"{where}: the Reshape/Permute layers before the first convolution are not "
+                     f"a pixel-unshuffle by 2 or 4 of a 1- or 3-channel image at every size "
+                     f"(the first convolution takes {cin} channels)")
 
 
 def _map_rrdbnet(layers: list[Layer]) -> tuple[str, dict[str, Tensor]] | None:
@@ -422,12 +675,13 @@ def to_state_dict(layers: list[Layer], where: str = "model.param"
     from sr_cli.archs import get_arch
     from sr_cli.zoo import instantiate
 
-    in_ch = _in_channels(layers)
+    u = input_unshuffle(layers, where)
+    in_ch = _in_channels(layers) // (u * u)
     g = torch.Generator().manual_seed(0)
-    probe = torch.rand(1, in_ch, *PROBE_HW, generator=g)
+    probe = torch.rand(1, in_ch, PROBE_HW[0] * u, PROBE_HW[1] * u, generator=g)
     ref = run_graph(layers, probe)
     tried = []
-    for mapper in (_map_rrdbnet, _map_srvgg):
+    for mapper in (_map_rrdbnet, _map_srvgg) if u == 1 else (_map_rrdbnet,):
         mapped = mapper(layers)
         if mapped is None:
             continue
@@ -436,6 +690,10 @@ def to_state_dict(layers: list[Layer], where: str = "model.param"
         hp = spec.detect(sd)
         if hp is None:
             tried.append(f"{arch}: shapes do not fit")
+            continue
+        if u > 1 and (hp.get("upsample_stages") is not None
+                      or RRDBNET_UNSHUFFLE.get(int(hp["scale"])) != u):
+            tried.append(f"{arch}: the graph unshuffles by {u}, the weights fit another layout")
             continue
         if arch == "srvgg":
             hp["act_type"] = _srvgg_act(layers)

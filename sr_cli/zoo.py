@@ -11,7 +11,8 @@ Files. ``.safetensors`` (the zoo format) carry ``__metadata__`` strings: ``arch`
 RRDBNet, see :mod:`sr_cli.infer.context`), ``name``, ``recipe``, ``trained_steps``, ``data`` and
 ``scores`` (JSON, e.g. ``{"Set5": {"psnr_y": 30.5, "ssim_y": 0.86}}``). When ``arch``/``hparams``
 are present they are used; otherwise the architecture is detected from the tensors.
-ncnn models (``model.param`` with ``model.bin`` beside it) load through :mod:`sr_cli.ncnn`.
+ncnn models (``model.param``, or the binary ``model.param.bin``, with ``model.bin`` beside it)
+load through :mod:`sr_cli.ncnn`.
 ``.pth``/``.pt`` checkpoints load only through ``torch.load(weights_only=True)``: pickles that
 need code execution are refused, never run. Wrappers ``params_ema`` (preferred), ``params`` and
 ``state_dict`` are unwrapped and ``module.`` prefixes stripped.
@@ -257,10 +258,10 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
     """Read a weights file safely: ``(state_dict, metadata)``.
 
     ``.safetensors`` -> tensors and ``__metadata__``; ``.pth``/``.pt`` -> ``torch.load`` with
-    ``weights_only=True`` (metadata ``{}``); an ncnn ``.param`` (with its ``.bin`` beside it, or
-    that ``.bin``) -> the graph mapped onto RRDBNet/SRVGGNetCompact by :mod:`sr_cli.ncnn`, with
-    ``arch``/``hparams`` metadata. Raises ModelError on missing, corrupt, truncated or
-    unsafe files.
+    ``weights_only=True`` (metadata ``{}``); an ncnn ``.param`` or ``.param.bin`` (with its
+    ``.bin`` beside it, or that ``.bin``) -> the graph mapped onto RRDBNet/SRVGGNetCompact by
+    :mod:`sr_cli.ncnn`, with ``arch``/``hparams`` metadata. Raises ModelError on missing,
+    corrupt, truncated or unsafe files.
     """
     p = Path(path)
     if not p.is_file():
@@ -282,14 +283,15 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[
 
 
 def _ncnn_param(path: Path, head: bytes) -> Path | None:
-    """The ``.param`` of an ncnn model: ``path`` itself, or the ``.param`` beside a ``.bin``
-    that is not a PyTorch file; None for other files."""
-    if path.suffix.lower() == ".param":
+    """The graph of an ncnn model: ``path`` itself (a text ``.param`` or a binary
+    ``.param.bin``), or the ``.param`` (else ``.param.bin``) beside a ``.bin`` that is not a
+    PyTorch file; None for other files."""
+    if path.suffix.lower() == ".param" or path.name.lower().endswith(".param.bin"):
         return path
     if path.suffix.lower() == ".bin" and head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
-        beside = path.with_suffix(".param")
-        if beside.is_file():
-            return beside
+        for beside in (path.with_suffix(".param"), path.with_name(path.stem + ".param.bin")):
+            if beside.is_file():
+                return beside
     return None
 
 
@@ -399,9 +401,9 @@ def instantiate(factory: Any, hp: Mapping[str, Any], sd: Mapping[str, Tensor]) -
     buffer) is built normally instead. Raises TypeError/ValueError (bad hparams) or RuntimeError
     (weights that do not fit).
     """
-    import torch
+    from sr_cli.archs.base import meta_build
 
-    with torch.device("meta"):
+    with meta_build():
         net = factory(**hp)
     net.load_state_dict(sd, strict=True, assign=True)
     if any(t.is_meta for t in (*net.parameters(), *net.buffers())):

@@ -1,6 +1,7 @@
-"""Community architectures (SPAN, SwinIR, Real-CUGAN): upstream key names load, detection of every
-hyperparameter, and the forward checked against straightforward re-implementations written
-here from the papers/upstream code (no official weights can be downloaded in this project)."""
+"""Community architectures (SPAN, SwinIR, Real-CUGAN, OmniSR): upstream key names load,
+detection of every hyperparameter, and the forward checked against straightforward
+re-implementations written here from the papers/upstream code (no official weights can be
+downloaded in this project)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from sr_cli import zoo
 from sr_cli.archs import build, get_arch
 from sr_cli.archs.span import IMG_RANGE, RGB_MEAN
+from sr_cli.errors import ModelError
 
 pytestmark = pytest.mark.usefixtures("isolated_zoo")
 
@@ -597,3 +599,314 @@ def test_realcugan_models_info_convert_and_interp(runner, tmp_path, monkeypatch)
     k = "unet2.conv3.conv.0.weight"
     torch.testing.assert_close(t[k], (net_a.state_dict()[k] + net_b.state_dict()[k]) / 2)
     assert "pro" in t and probed == ["realcugan", "realcugan"]
+
+
+# --------------------------------------------------------------------------- OmniSR
+
+
+def _ln_pixel(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """Layer norm of each pixel over channels, (B, C, H, W), written out."""
+    mu = x.mean(1, keepdim=True)
+    var = ((x - mu) ** 2).mean(1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+
+
+def _conv_sd(sd: dict, p: str, x: torch.Tensor, groups: int = 1, stride: int = 1,
+             pad: int | None = None) -> torch.Tensor:
+    wt = sd[p + "weight"]
+    return F.conv2d(x, wt, sd.get(p + "bias"), stride=stride,
+                    padding=wt.shape[-1] // 2 if pad is None else pad, groups=groups)
+
+
+def _omni_attention(sd: dict, p: str, x: torch.Tensor, ws: int, grid: bool) -> torch.Tensor:
+    """PreNormResidual(Attention) of upstream's OSA block, one window at a time, picked by
+    slicing: block windows are ws x ws squares, grid windows the pixels ``x::H/ws``."""
+    b, c, h, w = x.shape
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (c,), sd[p + "norm.weight"], sd[p + "norm.bias"])
+    y = y.permute(0, 3, 1, 2)
+    out = torch.zeros_like(x)
+    heads, d = 4, c // 4
+    table = sd.get(p + "fn.rel_pos_bias.weight")
+    nx, ny = h // ws, w // ws
+    for i in range(nx):
+        for j in range(ny):
+            sl = ((slice(i, None, nx), slice(j, None, ny)) if grid else
+                  (slice(i * ws, (i + 1) * ws), slice(j * ws, (j + 1) * ws)))
+            tok = y[:, :, sl[0], sl[1]].reshape(b, c, ws * ws).transpose(1, 2)  # (b, n, c)
+            q, k, v = F.linear(tok, sd[p + "fn.to_qkv.weight"]).chunk(3, dim=-1)
+            q, k, v = (t.reshape(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+            sim = torch.einsum("bhid,bhjd->bhij", q * d ** -0.5, k)
+            if table is not None:
+                sim = sim + table[_upstream_rpi(ws).view(-1)].view(ws * ws, ws * ws, -1
+                                                                   ).permute(2, 0, 1)
+            o = torch.einsum("bhij,bhjd->bhid", sim.softmax(-1), v)
+            o = F.linear(o.transpose(1, 2).reshape(b, -1, c), sd[p + "fn.to_out.0.weight"])
+            out[:, :, sl[0], sl[1]] = o.transpose(1, 2).reshape(b, c, ws, ws)
+    return x + out
+
+
+def _omni_channel_attention(sd: dict, p: str, x: torch.Tensor, ws: int,
+                            grid: bool) -> torch.Tensor:
+    """Conv_PreNormResidual(Channel_Attention[_grid]): per window (or per phase of the grid),
+    channels attend to channels over that group's pixels."""
+    b, c, h, w = x.shape
+    y = _ln_pixel(x, sd[p + "norm.weight"], sd[p + "norm.bias"], 1e-6)
+    qkv = _conv_sd(sd, p + "fn.qkv_dwconv.", _conv_sd(sd, p + "fn.qkv.", y), groups=3 * c)
+    mixed = torch.zeros_like(x)
+    groups = ([(slice(a, None, ws), slice(e, None, ws)) for a in range(ws) for e in range(ws)]
+              if grid else [(slice(a, a + ws), slice(e, e + ws))
+                            for a in range(0, h, ws) for e in range(0, w, ws)])
+    temp = sd[p + "fn.temperature"].view(4, 1, 1)
+    for rows, cols in groups:
+        q, k, v = (t[:, :, rows, cols] for t in qkv.chunk(3, dim=1))
+        shape = q.shape
+        q, k, v = (t.reshape(b, 4, c // 4, -1) for t in (q, k, v))
+        q, k = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12), k / k.norm(
+            dim=-1, keepdim=True).clamp_min(1e-12)
+        attn = (q @ k.transpose(-2, -1) * temp).softmax(-1)
+        mixed[:, :, rows, cols] = (attn @ v).reshape(shape)
+    return x + _conv_sd(sd, p + "fn.project_out.", mixed)
+
+
+def _omni_gffn(sd: dict, p: str, x: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    y = _ln_pixel(x, sd[p + "norm.weight"], sd[p + "norm.bias"], 1e-6)
+    y = _conv_sd(sd, p + "fn.dwconv.", _conv_sd(sd, p + "fn.project_in.", y), groups=2 * c)
+    return x + _conv_sd(sd, p + "fn.project_out.", F.gelu(y[:, :c]) * y[:, c:])
+
+
+def _omni_block(sd: dict, p: str, x: torch.Tensor, ws: int) -> torch.Tensor:
+    c = x.shape[1]
+    y = F.gelu(_conv_sd(sd, p + "0.fn.0.", x))
+    y = F.gelu(_conv_sd(sd, p + "0.fn.2.", y, groups=c))
+    gate = torch.sigmoid(F.linear(F.silu(F.linear(y.mean((2, 3)), sd[p + "0.fn.4.gate.1.weight"])),
+                                  sd[p + "0.fn.4.gate.3.weight"]))
+    x = x + _conv_sd(sd, p + "0.fn.5.", y * gate[:, :, None, None])
+    x = _omni_attention(sd, p + "2.", x, ws, grid=False)
+    x = _omni_gffn(sd, p + "4.", x)
+    x = _omni_channel_attention(sd, p + "5.", x, ws, grid=False)
+    x = _omni_gffn(sd, p + "6.", x)
+    x = _omni_attention(sd, p + "8.", x, ws, grid=True)
+    x = _omni_gffn(sd, p + "10.", x)
+    x = _omni_channel_attention(sd, p + "11.", x, ws, grid=True)
+    return _omni_gffn(sd, p + "12.", x)
+
+
+def _omnisr_reference(sd: dict, hp: dict, x: torch.Tensor) -> torch.Tensor:
+    """OmniSR's forward as upstream's components/OmniSR.py, ops/OSAG.py, ops/OSA.py and
+    ops/esa.py compute it (input sides multiples of the window, >= 16), on upstream keys."""
+    ws = hp["window_size"]
+    feat = _conv_sd(sd, "input.", x)
+    out = feat
+    for g in range(hp["res_num"]):
+        p = f"residual_layer.{g}."
+        y = out
+        for j in range(hp["block_num"]):
+            y = _omni_block(sd, f"{p}residual_layer.{j}.layer.", y, ws)
+        y = _conv_sd(sd, f"{p}residual_layer.{hp['block_num']}.", y) + out
+        e = p + "esa."
+        c1_ = _conv_sd(sd, e + "conv1.", y)
+        c3 = _conv_sd(sd, e + "conv3.", F.max_pool2d(
+            _conv_sd(sd, e + "conv2.", c1_, stride=2, pad=0), 7, 3))
+        c3 = F.interpolate(c3, y.shape[-2:], mode="bilinear", align_corners=False)
+        out = y * torch.sigmoid(_conv_sd(sd, e + "conv4.", c3 + _conv_sd(sd, e + "conv_f.", c1_)))
+    out = _conv_sd(sd, "output.", out) + feat
+    return F.pixel_shuffle(_conv_sd(sd, "up.0.", out), hp["up_scale"])
+
+
+OMNI_TINY = {"num_feat": 8, "window_size": 4, "res_num": 2, "block_num": 2}
+OMNI_VARIANTS = [
+    {"up_scale": 2},
+    {"up_scale": 3, "pe": False, "bias": False},
+    {"up_scale": 1, "num_in_ch": 1, "num_out_ch": 1, "window_size": 8, "res_num": 1,
+     "block_num": 1},
+]
+
+
+@pytest.mark.parametrize("variant", OMNI_VARIANTS, ids=["x2", "x3-nope-nobias", "x1-gray-w8"])
+def test_omnisr_matches_upstream_style_reference(variant):
+    hp = get_arch("omnisr").hparams(**{**OMNI_TINY, **variant})
+    net, _ = _randomized("omnisr", **hp)
+    net = net.double()
+    ws = hp["window_size"]
+    side = max(16, 2 * ws)
+    x = _x(c=hp["num_in_ch"], h=side, w=side + ws).double()
+    with torch.no_grad():
+        ours = net(x)
+        ref = _omnisr_reference(net.state_dict(), hp, x)
+    s = hp["up_scale"]
+    assert ours.shape == (1, hp["num_out_ch"], side * s, (side + ws) * s)
+    assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+def _upstream_omnisr_keys(sd: dict) -> dict:
+    """Our state dict as checkpoints profiled with thop carry it: a ``total_ops`` and a
+    ``total_params`` counter in every module."""
+    out = dict(sd)
+    prefixes = {k.rsplit(".", 1)[0] for k in sd} | {""}
+    for p in prefixes:
+        for name in ("total_ops", "total_params"):
+            out[f"{p}.{name}" if p else name] = torch.zeros(1, dtype=torch.float64)
+    return out
+
+
+@pytest.mark.parametrize("variant", OMNI_VARIANTS, ids=["x2", "x3-nope-nobias", "x1-gray-w8"])
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_omnisr_upstream_keys_detect_and_load(variant, fmt, tmp_path):
+    from safetensors.torch import save_file
+
+    hp = get_arch("omnisr").hparams(**{**OMNI_TINY, **variant})
+    if not hp["pe"]:
+        hp["window_size"] = 8  # not in the weights without the bias table: the default
+    net, desc = _randomized("omnisr", **hp)
+    up = _upstream_omnisr_keys(net.state_dict())
+    path = tmp_path / f"omnisr.{fmt}"
+    if fmt == "pth":
+        torch.save({"params": up}, path)
+    else:
+        save_file({k: v.contiguous() for k, v in up.items()}, str(path))
+    sd, _ = zoo.read_weights(path)
+    assert zoo.detect_arch(sd) == ("omnisr", hp)
+    loaded = zoo.load_model(str(path))
+    assert loaded.desc == desc and desc.size_multiple == hp["window_size"]
+    assert not desc.exact_context and desc.supports_half
+    x = _x(c=hp["num_in_ch"], h=16, w=24)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x), net(x))
+
+
+def test_omnisr_key_set_must_match():
+    net, _ = _randomized("omnisr", **OMNI_TINY)
+    sd = net.state_dict()
+    spec = get_arch("omnisr")
+    assert spec.detect(sd) == spec.hparams(**OMNI_TINY)
+    for broken in (
+        {k: v for k, v in sd.items() if not k.endswith("esa.conv3.weight")},   # missing
+        {**sd, "residual_layer.0.residual_layer.0.layer.3.weight": torch.zeros(1)},  # extra
+        {**sd, "output.weight": torch.zeros(8, 8, 1, 1)},                       # shape
+        {**sd, "up.0.weight": torch.zeros(5, 8, 3, 3)},                         # no scale
+    ):
+        assert spec.detect(broken) is None
+        with pytest.raises(ModelError, match="no known architecture"):
+            zoo.detect_arch(broken)
+
+
+def test_omnisr_pads_small_and_odd_inputs():
+    """Upstream zero-pads to the window (and ESA needs 15 pixels): any size runs, the output
+    is the padded input's output, cropped."""
+    net, desc = _randomized("omnisr", **OMNI_TINY, up_scale=2)
+    x = _x(h=5, w=18)
+    with torch.no_grad():
+        y = net(x)
+        padded = net(F.pad(x, (0, 2, 0, 11)))  # to 16 x 20
+    assert y.shape == (1, 3, 10, 36)
+    assert torch.equal(y, padded[..., :10, :36])
+
+
+@pytest.mark.parametrize(("scale", "count", "paper"), [(2, 784_604, 772), (3, 793_259, 780),
+                                                        (4, 805_376, 792)])
+def test_omnisr_parameter_counts(scale, count, paper):
+    """The published OmniSR (64 features, 5 OSAGs of 1 block, window 8, pe): the paper's
+    772K/780K/792K are thop's counts, which skip nn.Embedding (the bias tables, 9,000),
+    parameters of custom modules (LayerNorm2d, 3,840) and the channel-attention temperatures
+    (40): 12,880 in all."""
+    from sr_cli.archs.base import meta_build
+
+    with meta_build():
+        net = get_arch("omnisr").build(up_scale=scale)
+    assert sum(p.numel() for p in net.parameters()) == count
+    skipped = sum(p.numel() for n, p in net.named_parameters()
+                  if "rel_pos_bias" in n or n.endswith("temperature")
+                  or (".norm." in n and n.split(".layer.")[1].split(".")[0] not in ("2", "8")))
+    assert skipped == 12_880
+    assert round((count - skipped) / 1000) == paper
+
+
+def _local_omnisr(seed: int = 5):
+    """A tiny OmniSR with its global paths silenced (squeeze-excite linears, grid attention
+    and grid channel attention outputs, ESA's pooled branch set to 0): what is left is local
+    and window-aligned, so tiles at an overlap past its radius must equal the whole image."""
+    net, desc = _randomized("omnisr", seed, num_feat=8, window_size=4, res_num=1, up_scale=2)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if (".gate." in name or ".layer.8.fn.to_out" in name
+                    or ".layer.11.fn.project_out" in name or "esa.conv3" in name):
+                p.zero_()
+    return net, desc
+
+
+def test_omnisr_tiling():
+    """The window-aligned tiling path is exact where OmniSR is local (global paths silenced);
+    with them, tiles differ from the whole image (not exact by design: the descriptor says so
+    and the engine measures the context from the weights)."""
+    from sr_cli.infer.tiling import plan_tiles, run_tiled
+
+    x = _x(h=48, w=44, seed=2)
+    local, desc = _local_omnisr()
+    full, _ = _randomized("omnisr", 5, num_feat=8, window_size=4, res_num=1, up_scale=2)
+    tiles = plan_tiles(48, 44, 16, 24, desc.size_multiple)
+    assert len(tiles) > 4
+    with torch.no_grad():
+        ref = local(x)
+        torch.testing.assert_close(run_tiled(local, x, 2, tiles), ref, atol=1e-5, rtol=0)
+        gap = (run_tiled(full, x, 2, tiles) - full(x)).abs().max()
+    assert gap > 1e-4
+
+
+def test_omnisr_through_the_cli(runner, tmp_path, write_png, make_image):
+    """An upstream-keyed .pth goes through info, convert (context measured into the file),
+    upscale of gray and RGBA images, and interp with a second OmniSR."""
+    import json
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    from sr_cli.cli import app
+
+    hp = {"num_feat": 8, "window_size": 4, "res_num": 1, "up_scale": 2}
+    paths = []
+    for seed in (1, 2):
+        net, _ = _randomized("omnisr", seed, **hp)
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                p.mul_(0.1 if "weight" in n else 0.0)  # near-identity residuals: sane images
+        paths.append(tmp_path / f"o{seed}.pth")
+        torch.save({"params_ema": _upstream_omnisr_keys(net.state_dict())}, paths[-1])
+    res = runner.invoke(app, ["models", "info", str(paths[0]), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout)
+    assert info["arch"] == "omnisr" and info["size_multiple"] == 4 and info["supports_half"]
+    out = tmp_path / "o1.safetensors"
+    res = runner.invoke(app, ["models", "convert", str(paths[0]), str(out)])
+    assert res.exit_code == 0, res.output
+    _, meta = zoo.read_weights(out)
+    assert meta["arch"] == "omnisr" and int(meta["context"]) % 4 == 0
+    rgba = make_image(18, 14, c=4)
+    gray = make_image(18, 14, c=1)
+    for name, img, shape in (("a.png", rgba, (36, 28, 4)), ("g.png", gray, (36, 28))):
+        src = write_png(name, img)
+        res = runner.invoke(app, ["upscale", str(src), str(tmp_path / f"up-{name}"), "-m",
+                                  str(out), "-q"])
+        assert res.exit_code == 0, res.output
+        assert iio.imread(tmp_path / f"up-{name}").shape == shape
+    blend = tmp_path / "blend.safetensors"
+    res = runner.invoke(app, ["interp", str(paths[0]), str(paths[1]), "--alpha", "0.5", "-o",
+                              str(blend)])
+    assert res.exit_code == 0, res.output
+    a, b = zoo.read_weights(paths[0])[0], zoo.read_weights(paths[1])[0]
+    got, _ = zoo.read_weights(blend)
+    key = "residual_layer.0.residual_layer.0.layer.5.fn.qkv.weight"
+    assert torch.equal(got[key], ((a[key].double() + b[key].double()) / 2).float())
+    assert np.isfinite(got["input.weight"].numpy()).all()
+
+
+def test_omnisr_half_precision_is_close():
+    """bf16/fp16 (marked supported) stay close to fp32 on a tiny network's output."""
+    net, _ = _randomized("omnisr", **OMNI_TINY, up_scale=2)
+    x = _x(h=16, w=16)
+    with torch.no_grad():
+        ref = net(x)
+        for dt in (torch.bfloat16, torch.float16):
+            y = net.to(dt)(x.to(dt)).float()
+            assert torch.isfinite(y).all()
+            assert (y - ref).abs().max() <= 0.02 * max(1.0, ref.abs().max().item()), dt

@@ -1,7 +1,9 @@
 """ncnn models (.param + .bin): a small writer here builds ncnn files from known torch weights
-(RRDBNet and SRVGGNetCompact graphs as onnx2ncnn writes them, fp16 and fp32 storage), and the
-loader must give back exactly those weights (fp16-rounded for fp16 storage) and the same forward;
-graphs that do not map fail with a ModelError. The official models are checked against ncnn's
+(RRDBNet and SRVGGNetCompact graphs as onnx2ncnn writes them, fp16 and fp32 storage; RRDBNet
+x2/x1 with a Reshape/Permute pixel-unshuffle; binary .param.bin as ncnn2mem writes them), and
+the loader must give back exactly those weights (fp16-rounded for fp16 storage) and the same
+forward; graphs that do not map fail with a ModelError. With the `ncnn` package installed, ncnn's
+own CPU runtime runs generated graphs too. The official models are checked against ncnn's
 own runtime and the official .pth by an opt-in test (SR_NCNN_MODELS=folder, see
 benchmarks/ncnn_compare.py)."""
 
@@ -58,8 +60,38 @@ class _Writer:
         self.bin += conv.bias.detach().numpy().astype("<f4").tobytes()
         return out
 
+    def _with_splits(self) -> tuple[list[str], int]:
+        """The lines with a Split layer after each blob that feeds several layers (ncnn gives
+        every blob one consumer, as onnx2ncnn's ``splitncnn_N`` layers do), and the blob count."""
+        rows = [ln.split() for ln in self.lines]
+        uses: dict[str, int] = {}
+        for r in rows:
+            for b in r[4:4 + int(r[2])]:
+                uses[b] = uses.get(b, 0) + 1
+        seen: dict[str, int] = {}
+        out: list[str] = []
+        blobs: set[str] = set()
+        for line, r in zip(self.lines, rows, strict=True):
+            n_in, n_out = int(r[2]), int(r[3])
+            renamed = False
+            for i in range(4, 4 + n_in):
+                b = r[i]
+                if uses[b] > 1:
+                    r[i] = f"{b}_splitncnn_{seen.get(b, 0)}"
+                    seen[b] = seen.get(b, 0) + 1
+                    renamed = True
+            out.append(" ".join(r) if renamed else line)
+            for b in r[4 + n_in:4 + n_in + n_out]:
+                blobs.add(b)
+                if uses.get(b, 0) > 1:
+                    parts = [f"{b}_splitncnn_{k}" for k in range(uses[b])]
+                    blobs.update(parts)
+                    out.append(f"Split splitncnn_{b} 1 {uses[b]} {b} {' '.join(parts)}")
+        return out, len(blobs)
+
     def save(self, path: Path) -> Path:
-        text = f"7767517\n{len(self.lines)} {self.blobs + 1}\n" + "\n".join(self.lines) + "\n"
+        lines, n_blobs = self._with_splits()
+        text = f"7767517\n{len(lines)} {n_blobs}\n" + "\n".join(lines) + "\n"
         path.write_text(text)
         path.with_suffix(".bin").write_bytes(bytes(self.bin))
         return path
@@ -68,11 +100,32 @@ class _Writer:
 LRELU = "9=2 -23310=1,2.000000e-01"
 
 
-def write_rrdbnet(net: torch.nn.Module, path: Path, fp16: bool) -> Path:
-    """RRDBNet x4 as realesrgan-x4plus.param has it: fused LeakyReLU, Concat, Eltwise 0.2/1."""
+def unshuffle_chain(w: _Writer, x: str, s: int, permutes: tuple[int, int, int] = (2, 1, 3)
+                    ) -> str:
+    """pixel_unshuffle(x, s) as Reshape/Permute layers of at most 4 dims (ncnn has no 6-D
+    blobs), size-agnostic (0 copies a dimension, -1 infers one), the way an export of
+    Real-ESRGAN's view/permute/reshape unshuffle must be split up for ncnn:
+    (C,H,W) -> (C,H/s,s,W) -> (C,s,H/s,W) -> (Cs,H/s,W) -> (Cs,W,H/s) -> (Cs,W/s,s,H/s)
+    -> (Cs,s,H/s,W/s) -> (Css,H/s,W/s)."""
+    steps = [("Reshape", f"0=0 1={s} 11=-1 2=0"), ("Permute", f"0={permutes[0]}"),
+             ("Reshape", "0=0 1=0 2=-1"), ("Permute", f"0={permutes[1]}"),
+             ("Reshape", f"0=0 1={s} 11=-1 2=0"), ("Permute", f"0={permutes[2]}"),
+             ("Reshape", "0=0 1=0 2=-1")]
+    for typ, params in steps:
+        out = w.blob()
+        w.layer(typ, [x], [out], params)
+        x = out
+    return x
+
+
+def write_rrdbnet(net: torch.nn.Module, path: Path, fp16: bool, unshuffle: int = 1,
+                  permutes: tuple[int, int, int] = (2, 1, 3)) -> Path:
+    """RRDBNet x4 as realesrgan-x4plus.param has it: fused LeakyReLU, Concat, Eltwise 0.2/1;
+    x2/x1 (``unshuffle`` 2/4) start with the Reshape/Permute pixel-unshuffle."""
     w = _Writer(fp16)
     w.layer("Input", [], ["data"])
-    first = w.conv("data", net.conv_first)
+    x0 = unshuffle_chain(w, "data", unshuffle, permutes) if unshuffle > 1 else "data"
+    first = w.conv(x0, net.conv_first)
     x = first
     for rrdb in net.body:
         y = x
@@ -155,7 +208,7 @@ def _check(lm: zoo.LoadedModel, net: torch.nn.Module, path: Path, fp16: bool) ->
         assert torch.equal(got[k], want), k
     ref = copy.deepcopy(net)
     ref.load_state_dict({k: got[k] for k in src})
-    x = torch.rand(1, 3, 10, 14, generator=torch.Generator().manual_seed(3))
+    x = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(3))
     layers, _ = ncnn.read_ncnn(path)
     with torch.no_grad():
         y = lm.net(x)
@@ -252,7 +305,7 @@ def _small_srvgg(tmp_path: Path, fp16: bool = False) -> Path:
         (lambda p: p.write_text(p.read_text().replace("PReLU  ", "Swish  ")),
          "'Swish' is not supported"),
         (lambda p: p.write_text(p.read_text().replace("7767517", "7767518")), "magic"),
-        (lambda p: p.write_bytes(struct.pack("<i", 7767517) + b"\0" * 8), "binary ncnn .param"),
+        (lambda p: p.write_bytes(struct.pack("<i", 7767517) + b"\0" * 8), "bad layer/blob"),
         (lambda p: p.write_text(p.read_text().replace("PixelShuffle", "Noop        ")),
          "cannot run on its inputs"),
     ],
@@ -298,3 +351,192 @@ def test_official_ncnn_models_match_runtime_and_pth(shared_dir):
     if pth.is_file():
         res = ncnn_compare.compare_pth(folder / "realesr-animevideov3-x4.param", pth)
         assert res["within_fp16_rounding"], res
+
+
+# --------------------------------------------------------------------------- x2/x1 unshuffle
+
+
+@pytest.mark.parametrize(("scale", "u"), [(2, 2), (1, 4)])
+def test_rrdbnet_x2_x1_with_reshape_permute_unshuffle(tmp_path, scale, u):
+    """Real-ESRGAN x2plus / x1 exported to ncnn: the input pixel-unshuffle is Reshape/Permute
+    layers; they are recognised (checked to be pixel_unshuffle by u) and map onto RRDBNet."""
+    net = _random("rrdbnet", num_feat=8, num_block=1, num_grow_ch=4, scale=scale)
+    path = write_rrdbnet(net, tmp_path / "x.param", True, unshuffle=u)
+    layers, _ = ncnn.read_ncnn(path)
+    assert ncnn.input_unshuffle(layers) == u
+    lm = zoo.load_model(str(path))
+    assert lm.desc.arch == "rrdbnet" and lm.desc.scale == scale
+    assert lm.desc.hparams["upsample_stages"] is None and lm.desc.size_multiple == u
+    _check(lm, net, path, True)
+
+
+@pytest.mark.parametrize(
+    ("permutes", "unshuffle", "message"),
+    [((2, 1, 5), 2, "not a pixel-unshuffle by 2 or 4"),   # another channel order
+     ((0, 1, 3), 2, "not a pixel-unshuffle by 2 or 4")],  # rows not split out
+    ids=["channel-order", "no-row-split"],
+)
+def test_reshape_permute_that_is_not_an_unshuffle_is_refused(tmp_path, permutes, unshuffle,
+                                                             message):
+    net = _random("rrdbnet", num_feat=4, num_block=1, num_grow_ch=4, scale=2)
+    path = write_rrdbnet(net, tmp_path / "x.param", False, unshuffle=unshuffle,
+                        permutes=permutes)
+    with pytest.raises(ModelError, match=message):
+        zoo.load_model(str(path))
+
+
+def test_reshape_after_the_first_convolution_is_refused(tmp_path):
+    """A Reshape elsewhere in the graph (here an identity one after conv_first) is refused:
+    only the input pixel-unshuffle is supported."""
+    net = _random("rrdbnet", num_feat=4, num_block=1, num_grow_ch=4, scale=4)
+    path = write_rrdbnet(net, tmp_path / "x.param", False)
+    lines = path.read_text().splitlines()
+    split = next(i for i, ln in enumerate(lines) if ln.startswith("Split"))
+    parts = lines[split].split()
+    produced = parts[4]
+    lines[split] = " ".join(parts[:4] + [produced + "r"] + parts[5:])
+    lines.insert(split, f"Reshape rr 1 1 {produced} {produced}r 0=0 1=0 2=-1")
+    n_layers, n_blobs = (int(v) for v in lines[1].split())
+    lines[1] = f"{n_layers + 1} {n_blobs + 1}"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ModelError, match="Reshape/Permute layer rr after the first convolution"):
+        zoo.load_model(str(path))
+
+
+# --------------------------------------------------------------------------- .param.bin
+
+
+def to_param_bin(param: Path) -> Path:
+    """The binary form of a text .param, as ncnn2mem writes it (Net::load_param_bin): int32
+    magic, counts, per layer type index, blob counts and indices, then ParamDict entries
+    (id, raw int32/float32 value; arrays as -23300-id, length, values), ending with -233."""
+    lines = [ln.split() for ln in param.read_text().splitlines()[2:] if ln.strip()]
+    blob_ids: dict[str, int] = {}
+    out = bytearray(struct.pack("<3i", 7767517, len(lines), 0))
+    for parts in lines:
+        typ, n_in, n_out = parts[0], int(parts[2]), int(parts[3])
+        ins, outs = parts[4:4 + n_in], parts[4 + n_in:4 + n_in + n_out]
+        for b in outs:
+            blob_ids.setdefault(b, len(blob_ids))
+        out += struct.pack("<3i", ncnn.LAYER_TYPES.index(typ), n_in, n_out)
+        out += struct.pack(f"<{n_in + n_out}i", *[blob_ids[b] for b in ins + outs])
+        for item in parts[4 + n_in + n_out:]:
+            key_s, _, val = item.partition("=")
+            key = int(key_s)
+            vals = val.split(",")[1:] if key <= -23300 else [val]
+            out += struct.pack("<i", key)
+            if key <= -23300:
+                out += struct.pack("<i", len(vals))
+            for v in vals:
+                is_float = any(c in v for c in ".eE")
+                out += struct.pack("<f", float(v)) if is_float else struct.pack("<i", int(v))
+        out += struct.pack("<i", -233)
+    out[8:12] = struct.pack("<i", len(blob_ids))
+    dst = param.with_name(param.name + ".bin")  # model.param.bin beside model.bin
+    dst.write_bytes(bytes(out))
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["srvgg-fp16", "rrdbnet-x2"])
+def test_binary_param_loads_like_the_text_one(tmp_path, kind):
+    if kind == "srvgg-fp16":
+        net = _random("srvgg", num_feat=4, num_conv=2, upscale=3)
+        text = write_srvgg(net, tmp_path / "m.param", True)
+    else:
+        net = _random("rrdbnet", num_feat=4, num_block=1, num_grow_ch=4, scale=2)
+        text = write_rrdbnet(net, tmp_path / "m.param", True, unshuffle=2)
+    binary = to_param_bin(text)
+    assert binary.name == "m.param.bin" and ncnn.bin_path(binary) == tmp_path / "m.bin"
+    from_text = zoo.load_model(str(text))
+    text.unlink()  # -m m.bin must find the binary graph alone
+    for arg in (binary, tmp_path / "m.bin"):
+        lm = zoo.load_model(str(arg))
+        assert lm.desc == from_text.desc and lm.metadata["converted_from"] == "m.param.bin"
+        for k, v in from_text.net.state_dict().items():
+            assert torch.equal(lm.net.state_dict()[k], v), k
+    _check(lm, net, binary, True)
+
+
+def test_binary_param_errors(tmp_path):
+    path = to_param_bin(_small_srvgg(tmp_path))
+    data = path.read_bytes()
+    cases = [(data[:-6], "truncated binary .param"),
+             (data + b"\0\0\0\0", "unread bytes"),
+             (data[:12] + struct.pack("<i", 999) + data[16:], "not an ncnn built-in layer")]
+    for broken, message in cases:
+        path.write_bytes(broken)
+        with pytest.raises(ModelError, match=message):
+            zoo.load_model(str(path))
+
+
+# --------------------------------------------------------------------------- int8
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(lambda t: t.replace("6=", "8=2 6=", 1), "int8-quantised convolution"),
+     (lambda t: t.replace("Split ", "Quantize ", 1), "int8-quantised models")],
+    ids=["int8-scale-term", "quantize-layer"],
+)
+def test_int8_models_are_refused_in_one_line(tmp_path, runner, damage, message):
+    path = _small_srvgg(tmp_path)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ModelError, match=message):
+        zoo.load_model(str(path))
+    res = runner.invoke(app, ["models", "info", str(path)])
+    assert res.exit_code == 4
+    assert len(res.output.strip().splitlines()) == 1 and "use the fp16/fp32 model" in res.output
+
+
+# --------------------------------------------------------------------------- ncnn's runtime
+
+
+def test_layer_type_indices_match_ncnn():
+    pyncnn = pytest.importorskip("ncnn", reason="needs the ncnn package (pip install ncnn)")
+    for i, name in enumerate(ncnn.LAYER_TYPES):
+        assert pyncnn.layer_to_index(name) == i, name
+
+
+def _ncnn_runtime(param: Path, x: np.ndarray) -> np.ndarray:
+    """ncnn's own CPU inference (fp32: no fp16/bf16 storage or arithmetic)."""
+    pyncnn = pytest.importorskip("ncnn", reason="needs the ncnn package (pip install ncnn)")
+    net = pyncnn.Net()
+    for opt in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic",
+                "use_bf16_storage", "use_vulkan_compute"):
+        setattr(net.opt, opt, False)
+    net.opt.num_threads = 1
+    binary = ncnn.is_param_bin(param)
+    assert (net.load_param_bin(str(param)) if binary else net.load_param(str(param))) == 0
+    assert net.load_model(str(ncnn.bin_path(param))) == 0
+    layers, _ = ncnn.read_ncnn(param)
+    produced = [b for ly in layers for b in ly.outputs]
+    ex = net.create_extractor()
+    mat = pyncnn.Mat(np.ascontiguousarray(x, dtype=np.float32))
+    if binary:
+        ex.input(0, mat)
+        ret, out = ex.extract(int(produced[-1]))
+    else:
+        ex.input("data", mat)
+        ret, out = ex.extract(produced[-1])
+    assert ret == 0
+    return np.array(out)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "param-bin"])
+def test_ncnn_runtime_agrees_with_the_mapped_x2_network(tmp_path, binary):
+    """Skipped without the `ncnn` package: ncnn's own runtime runs the generated x2 graph
+    (Reshape/Permute unshuffle, fp32 weights) as text and as binary param, and the mapped
+    RRDBNet x2 gives the same output."""
+    pytest.importorskip("ncnn", reason="needs the ncnn package (pip install ncnn)")
+    net = _random("rrdbnet", num_feat=8, num_block=1, num_grow_ch=4, scale=2)
+    path = write_rrdbnet(net, tmp_path / "x2.param", False, unshuffle=2)
+    if binary:
+        path = to_param_bin(path)
+    lm = zoo.load_model(str(path))
+    x = torch.rand(1, 3, 14, 18, generator=torch.Generator().manual_seed(7))
+    got = _ncnn_runtime(path, x[0].numpy())
+    with torch.no_grad():
+        want = lm.net(x)[0].numpy()
+    assert got.shape == want.shape == (3, 28, 36)
+    err = float(np.abs(got - want).max())
+    assert err <= 1e-4 * (1 + float(np.abs(want).max())), err

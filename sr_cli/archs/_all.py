@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sr_cli.archs import baseline, realcugan, rrdbnet, span, srcnn, srresnet, srvgg, swinir
+from sr_cli.archs import (
+    baseline,
+    omnisr,
+    realcugan,
+    rrdbnet,
+    span,
+    srcnn,
+    srresnet,
+    srvgg,
+    swinir,
+)
 from sr_cli.archs.base import ArchSpec
 
 SPECS: list[ArchSpec] = [
@@ -13,5 +23,6 @@ SPECS: list[ArchSpec] = [
     span.SPEC,
     swinir.SPEC,
     realcugan.SPEC,
+    omnisr.SPEC,
     *baseline.SPECS,
 ]

@@ -145,6 +145,17 @@ class ArchSpec:
 
 
 @contextlib.contextmanager
+def meta_build() -> Iterator[None]:
+    """Build modules on the ``meta`` device without running weight initialisers: for shape
+    checks and for networks whose weights are assigned afterwards. (An initialiser on a meta
+    tensor can cost seconds: ``nn.Embedding``'s ``normal_`` imports torch's compiler stack.)"""
+    import torch
+
+    with torch.device("meta"), _skip_init():
+        yield
+
+
+@contextlib.contextmanager
 def _skip_init() -> Iterator[None]:
     """No weight initialisers while probing on the meta device (there is nothing to fill,
     and their meta decompositions are slow: seconds for a large RRDBNet)."""

@@ -3,7 +3,7 @@ hyperparameters and the :class:`~sr_cli.archs.base.Descriptor` of given hyperpar
 
 ``sr models list``, ``sr models info`` of a .safetensors file and ``--help`` read these without
 importing the networks. Each architecture module (``srcnn``, ``srresnet``, ``rrdbnet``,
-``srvgg``, ``baseline``) builds its :class:`~sr_cli.archs.base.ArchSpec` from them and
+``srvgg``, ``omnisr``, ``baseline``) builds its :class:`~sr_cli.archs.base.ArchSpec` from them and
 re-exports them under its own names (``DEFAULTS``, ``describe``, ...).
 """
 
@@ -24,6 +24,7 @@ DESCRIPTIONS: dict[str, str] = {
                "x1/x2/x8 (ESRGAN)",
     "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
     "realcugan": "Real-CUGAN (bilibili UpCunet x2/x3/x4: conservative, denoise, no-denoise, pro)",
+    "omnisr": "OmniSR (Omni Aggregation Networks, lightweight SR, CVPR 2023)",
     "bicubic": "MATLAB imresize bicubic (antialiased when shrinking), any scale",
     "lanczos": "MATLAB imresize Lanczos-3, any scale",
     "nearest": "nearest-neighbour interpolation, any scale",
@@ -211,6 +212,38 @@ def describe_realcugan(hp: Mapping[str, Any]) -> Descriptor:
     )
 
 
+# --------------------------------------------------------------------------- omnisr
+
+OMNISR_DEFAULTS: dict[str, Any] = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64,
+                                   "block_num": 1, "pe": True, "window_size": 8, "res_num": 5,
+                                   "up_scale": 4, "bias": True}
+"""The published OmniSR (DIV2K/DF2K x2/x3/x4 models): 64 features, 5 OSAGs of 1 block."""
+
+OMNISR_PRACTICAL_CONTEXT = 256
+"""OmniSR tiling overlap before a measurement from the weights exists (input pixels): the
+measurement's cap (:data:`sr_cli.infer.context.MAX_CONTEXT`), since OmniSR's global paths
+usually reach it (benchmarks/omnisr_tiling.py: a 32-pixel overlap left 5-level seams)."""
+
+
+def describe_omnisr(hp: Mapping[str, Any]) -> Descriptor:
+    """Context: not exact (the squeeze-excite mean and grid attention reach the whole image):
+    :data:`OMNISR_PRACTICAL_CONTEXT` rounded to the window until the engine has measured these
+    weights' own (``exact_context`` False). Inputs are padded to multiples
+    of the window. Half precision: marked supported (as spandrel does; bf16 checked against
+    fp32 in tests/test_archs_community.py)."""
+    ws = int(hp["window_size"])
+    return Descriptor(
+        arch="omnisr",
+        scale=int(hp["up_scale"]),
+        in_channels=int(hp["num_in_ch"]),
+        hparams=dict(hp),
+        size_multiple=ws,
+        context=-(-OMNISR_PRACTICAL_CONTEXT // ws) * ws,
+        exact_context=False,
+        supports_half=True,
+    )
+
+
 # --------------------------------------------------------------------------- baselines
 
 BASELINE_DEFAULT_SCALE = 4.0
@@ -249,6 +282,7 @@ DEFAULTS: dict[str, Mapping[str, Any]] = {
     "rrdbnet": RRDBNET_DEFAULTS,
     "srvgg": SRVGG_DEFAULTS,
     "realcugan": REALCUGAN_DEFAULTS,
+    "omnisr": OMNISR_DEFAULTS,
     **{name: {"scale": BASELINE_DEFAULT_SCALE} for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> default hyperparameters (the ``ArchSpec.defaults``)."""
@@ -259,6 +293,7 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     "rrdbnet": describe_rrdbnet,
     "srvgg": describe_srvgg,
     "realcugan": describe_realcugan,
+    "omnisr": describe_omnisr,
     **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""

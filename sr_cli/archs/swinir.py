@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict
+from sr_cli.archs.base import ArchSpec, Descriptor, StateDict, meta_build
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
@@ -426,7 +426,7 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "num_feat": num_feat, "patch_norm": "patch_embed.norm.weight" in sd,
     }
     try:
-        with torch.device("meta"):
+        with meta_build():
             expected = SwinIR(**hp).state_dict()
     except ValueError:
         return None

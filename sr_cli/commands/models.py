@@ -164,9 +164,9 @@ def info_(
 
     Works on zoo names, the baselines (bicubic, lanczos, nearest), any .safetensors or .pth
     file (the architecture is detected from the tensors when the file has no metadata) and ncnn
-    .param files. accepts_rgb: RGB images go in as they are (every 3-channel network). The
-    weights are loaded and checked (NaN/Inf, shapes), so a bad file exits with code 4; with
-    --header a zoo .safetensors file is described from its header alone, without torch.
+    .param / .param.bin files. accepts_rgb: RGB images go in as they are (every 3-channel
+    network). The weights are loaded and checked (NaN/Inf, shapes), so a bad file exits with
+    code 4; with --header a zoo .safetensors file is described from its header alone, without torch.
     """
     peeked = zoo.peek_model(model, header_only=header)
     facts = _describe(peeked if peeked is not None else zoo.load_model(model))
@@ -190,7 +190,8 @@ def info_(
 
 def convert(
     src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt, .safetensors, or an "
-                                        "ncnn .param with its .bin beside it).")],
+                                        "ncnn .param or binary .param.bin with its .bin beside "
+                                        "it).")],
     dst: Annotated[str, typer.Argument(help="Output .safetensors file ('-' for stdout).")],
     name: Annotated[
         str | None, typer.Option("--name", help="Model name stored in the metadata.")
@@ -209,8 +210,10 @@ def convert(
 
     The architecture and hyperparameters are detected from the tensors (BasicSR, original
     ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.
-    An ncnn model (realesrgan-ncnn-vulkan / upscayl .param + .bin, fp16 or fp32) is mapped onto
-    RRDBNet or SRVGGNetCompact and checked against a run of the ncnn graph itself.
+    An ncnn model (realesrgan-ncnn-vulkan / upscayl .param or binary .param.bin + .bin, fp16 or
+    fp32; int8-quantised models are refused) is mapped onto RRDBNet (x1/x2 with their
+    Reshape/Permute pixel-unshuffle too) or SRVGGNetCompact and checked against a run of the
+    ncnn graph itself.
     .pth files are read with torch.load(weights_only=True): pickles that need code execution are
     refused. The output is written atomically and never over the input.
     """

@@ -45,7 +45,8 @@ def upscale(
     model: Annotated[
         list[str] | None,
         typer.Option("-m", "--model", "-n", help="Zoo name or weights file (.safetensors, "
-                     ".pth, or an ncnn model.param with model.bin beside it); -n is an alias "
+                     ".pth, or an ncnn model.param / model.param.bin with model.bin beside it); "
+                     "-n is an alias "
                      "(Real-ESRGAN's and realesrgan-ncnn-vulkan's flag). Give two with --mix to "
                      "blend them. Default: the zoo's default model "
                      "(see `sr models list`)."),

@@ -114,6 +114,8 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
     elif arch == "swinir":  # tokens, qkv, MLP, and per-window attention maps + shift mask
         ws = int(hp["window_size"])
         lr_ch = int(hp["embed_dim"]) * 8 + (2 * max(hp["num_heads"]) + 1) * ws * ws
+    elif arch == "omnisr":  # qkv (3C) + gated FFN (2C) maps, and 4-head window attention maps
+        lr_ch = feat * 8 + 4 * int(hp["window_size"]) ** 2
     return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
 
 
