@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sr_cli.archs import baseline, rrdbnet, span, srcnn, srresnet, srvgg, swinir
+from sr_cli.archs import baseline, dat, hat, rrdbnet, span, srcnn, srresnet, srvgg, swinir
 from sr_cli.archs.base import ArchSpec
 
 SPECS: list[ArchSpec] = [
@@ -12,5 +12,7 @@ SPECS: list[ArchSpec] = [
     srvgg.SPEC,
     span.SPEC,
     swinir.SPEC,
+    hat.SPEC,
+    dat.SPEC,
     *baseline.SPECS,
 ]

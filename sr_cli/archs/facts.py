@@ -23,6 +23,8 @@ DESCRIPTIONS: dict[str, str] = {
     "rrdbnet": "RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
                "x1/x2/x8 (ESRGAN)",
     "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    "hat": "HAT (Hybrid Attention Transformer: HAT-S, HAT, HAT-L, Real-HAT-GAN), x1/x2/x3/x4/x8",
+    "dat": "DAT (Dual Aggregation Transformer: DAT, DAT-S, DAT-2, DAT-light)",
     "bicubic": "MATLAB imresize bicubic (antialiased when shrinking), any scale",
     "lanczos": "MATLAB imresize Lanczos-3, any scale",
     "nearest": "nearest-neighbour interpolation, any scale",
@@ -173,6 +175,67 @@ def describe_srvgg(hp: Mapping[str, Any]) -> Descriptor:
     )
 
 
+# --------------------------------------------------------------------------- hat / dat
+
+HAT_DEFAULTS: dict[str, Any] = {
+    "in_chans": 3, "embed_dim": 180, "depths": [6] * 6, "num_heads": [6] * 6,
+    "window_size": 16, "compress_ratio": 3, "squeeze_factor": 30, "conv_scale": 0.01,
+    "overlap_ratio": 0.5, "mlp_ratio": 2.0, "upscale": 4, "img_range": 1.0,
+    "resi_connection": "1conv", "num_feat": 64, "patch_norm": True,
+}
+"""HAT x4 (``HAT_SRx4``; Real-HAT-GAN has the same layout). HAT-S: embed_dim 144,
+compress_ratio 24, squeeze_factor 24; HAT-L: 12 groups."""
+
+DAT_DEFAULTS: dict[str, Any] = {
+    "in_chans": 3, "embed_dim": 180, "split_size": [8, 32], "depth": [6] * 6,
+    "num_heads": [6] * 6, "expansion_factor": 4.0, "qkv_bias": True, "upscale": 4,
+    "img_range": 1.0, "resi_connection": "1conv", "upsampler": "pixelshuffle", "num_feat": 64,
+}
+"""DAT x4 (``DAT_x4``). DAT-2: expansion_factor 2; DAT-S: split_size [8, 16], expansion 2;
+DAT-light: embed_dim 60, depth [18], resi_connection 3conv, pixelshuffledirect."""
+
+
+def window_transformer_context(window: int) -> int:
+    """Tiling overlap (input pixels per side) for the window transformers (SwinIR, HAT, DAT):
+    ``max(32, 4 * window)`` for square windows of side ``window``. A practical bound, not a
+    receptive radius: shifted windows chain across the whole image, and HAT's channel
+    attention and DAT's channel self-attention pool over the whole input, so tiles never
+    equal the whole image bit for bit (upstream's own tiled test overlaps HAT tiles by 32)."""
+    return max(32, 4 * int(window))
+
+
+def describe_hat(hp: Mapping[str, Any]) -> Descriptor:
+    """Inputs padded to multiples of the window (as upstream); fp16 off (spandrel marks HAT
+    unsafe in fp16: attention logits overflow); context :func:`window_transformer_context`."""
+    ws = int(hp["window_size"])
+    return Descriptor(
+        arch="hat",
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["in_chans"]),
+        hparams=dict(hp),
+        size_multiple=ws,
+        context=window_transformer_context(ws),
+        supports_half=False,
+    )
+
+
+def describe_dat(hp: Mapping[str, Any]) -> Descriptor:
+    """Any input size (DAT zero-pads its attention windows itself, as upstream does, so
+    ``size_multiple`` is 1 and outputs match upstream's for any size); context: half the
+    window rule of :func:`window_transformer_context` for the long side of the rectangular
+    windows (an 8x32 window reaches 32 pixels one way, 8 the other), at least 32; fp16 off
+    as for HAT."""
+    long_side = max(int(v) for v in hp["split_size"])
+    return Descriptor(
+        arch="dat",
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["in_chans"]),
+        hparams=dict(hp),
+        context=max(32, 2 * long_side),
+        supports_half=False,
+    )
+
+
 # --------------------------------------------------------------------------- baselines
 
 BASELINE_DEFAULT_SCALE = 4.0
@@ -210,6 +273,8 @@ DEFAULTS: dict[str, Mapping[str, Any]] = {
     "srresnet": SRRESNET_DEFAULTS,
     "rrdbnet": RRDBNET_DEFAULTS,
     "srvgg": SRVGG_DEFAULTS,
+    "hat": HAT_DEFAULTS,
+    "dat": DAT_DEFAULTS,
     **{name: {"scale": BASELINE_DEFAULT_SCALE} for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> default hyperparameters (the ``ArchSpec.defaults``)."""
@@ -219,6 +284,8 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     "srresnet": describe_srresnet,
     "rrdbnet": describe_rrdbnet,
     "srvgg": describe_srvgg,
+    "hat": describe_hat,
+    "dat": describe_dat,
     **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""
