@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict, _skip_init
 from sr_cli.archs.facts import DAT_DEFAULTS, DESCRIPTIONS, describe_dat
 from sr_cli.archs.hat import float_ratio, mismatch
 from sr_cli.archs.swinir import RGB_MEAN
@@ -502,7 +502,7 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "upsampler": upsampler, "num_feat": num_feat,
     }
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _skip_init():
             expected = DAT(**hp).state_dict()
     except ValueError as exc:
         raise ModelError(f"these weights look like DAT but give no valid network: {exc}"

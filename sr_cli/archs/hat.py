@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict, _skip_init
 from sr_cli.archs.facts import DESCRIPTIONS, HAT_DEFAULTS, describe_hat
 from sr_cli.archs.swinir import (
     RGB_MEAN,
@@ -447,7 +447,7 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "num_feat": num_feat, "patch_norm": "patch_embed.norm.weight" in sd,
     }
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _skip_init():
             expected = HAT(**hp).state_dict()
     except ValueError as exc:
         raise ModelError(f"these weights look like HAT but give no valid network: {exc}"
