@@ -196,17 +196,17 @@ DAT-light: embed_dim 60, depth [18], resi_connection 3conv, pixelshuffledirect."
 
 
 def window_transformer_context(window: int) -> int:
-    """Tiling overlap (input pixels per side) for the window transformers (SwinIR, HAT, DAT):
-    ``max(32, 4 * window)`` for square windows of side ``window``. A practical bound, not a
-    receptive radius: shifted windows chain across the whole image, and HAT's channel
-    attention and DAT's channel self-attention pool over the whole input, so tiles never
-    equal the whole image bit for bit (upstream's own tiled test overlaps HAT tiles by 32)."""
+    """Tiling overlap (input pixels per side) for HAT's square windows of side ``window``:
+    ``max(32, 4 * window)``, the rule of SwinIR's ``practical_context``. A practical bound,
+    not a receptive radius: shifted and overlapping windows chain across the whole image and
+    the channel attention pools over all of it, so tiles never equal the whole image bit for
+    bit (upstream's own tiled test overlaps HAT tiles by 32)."""
     return max(32, 4 * int(window))
 
 
 def describe_hat(hp: Mapping[str, Any]) -> Descriptor:
-    """Inputs padded to multiples of the window (as upstream); fp16 off (spandrel marks HAT
-    unsafe in fp16: attention logits overflow); context :func:`window_transformer_context`."""
+    """Inputs padded to multiples of the window (as upstream); fp16 off, as spandrel marks
+    HAT (bf16 only on request); context :func:`window_transformer_context`."""
     ws = int(hp["window_size"])
     return Descriptor(
         arch="hat",
