@@ -582,6 +582,11 @@ def save_model(
     atomic_write_bytes(path, data)
 
 
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "rpe_biases")
+"""Stored tensors that are buffers, not parameters (BatchNorm statistics, DAT's window offset
+grid): left out of the header's parameter count, as from a loaded network's."""
+
+
 def _header(path: Path) -> tuple[dict[str, str], int]:
     """Metadata and parameter count of a safetensors file, from its header only."""
     try:
@@ -595,7 +600,7 @@ def _header(path: Path) -> tuple[dict[str, str], int]:
     meta = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
     params = 0
     for k, info in header.items():
-        if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+        if k.endswith(BUFFER_SUFFIXES):
             continue
         params += math.prod(info.get("shape", []))
     return meta, params

@@ -35,11 +35,14 @@ def _tiny(spec: ArchSpec) -> dict:
 
 
 def _randomize(net: torch.nn.Module, seed: int = 1) -> None:
-    """Give every parameter and BN buffer non-trivial values (so round trips test something)."""
+    """Give every parameter and BN buffer non-trivial values (so round trips test something).
+    Other buffers (DAT's ``rpe_biases`` offset grid, which records the window shape) keep
+    their values."""
     g = torch.Generator().manual_seed(seed)
+    params = {name for name, _ in net.named_parameters()}
     with torch.no_grad():
         for name, t in net.state_dict().items():
-            if t.is_floating_point():
+            if t.is_floating_point() and (name in params or ".running_" in name):
                 noise = torch.rand(t.shape, generator=g)
                 t.copy_(noise + 0.5 if "running_var" in name else (noise - 0.5) * 0.2)
 

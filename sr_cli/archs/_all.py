@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sr_cli.archs import (
     baseline,
+    dat,
+    hat,
     omnisr,
     realcugan,
     rrdbnet,
@@ -24,5 +26,7 @@ SPECS: list[ArchSpec] = [
     swinir.SPEC,
     realcugan.SPEC,
     omnisr.SPEC,
+    hat.SPEC,
+    dat.SPEC,
     *baseline.SPECS,
 ]

@@ -25,6 +25,8 @@ DESCRIPTIONS: dict[str, str] = {
     "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
     "realcugan": "Real-CUGAN (bilibili UpCunet x2/x3/x4: conservative, denoise, no-denoise, pro)",
     "omnisr": "OmniSR (Omni Aggregation Networks, lightweight SR, CVPR 2023)",
+    "hat": "HAT (Hybrid Attention Transformer: HAT-S, HAT, HAT-L, Real-HAT-GAN), x1/x2/x3/x4/x8",
+    "dat": "DAT (Dual Aggregation Transformer: DAT, DAT-S, DAT-2, DAT-light)",
     "bicubic": "MATLAB imresize bicubic (antialiased when shrinking), any scale",
     "lanczos": "MATLAB imresize Lanczos-3, any scale",
     "nearest": "nearest-neighbour interpolation, any scale",
@@ -244,6 +246,70 @@ def describe_omnisr(hp: Mapping[str, Any]) -> Descriptor:
     )
 
 
+# --------------------------------------------------------------------------- hat / dat
+
+HAT_DEFAULTS: dict[str, Any] = {
+    "in_chans": 3, "embed_dim": 180, "depths": [6] * 6, "num_heads": [6] * 6,
+    "window_size": 16, "compress_ratio": 3, "squeeze_factor": 30, "conv_scale": 0.01,
+    "overlap_ratio": 0.5, "mlp_ratio": 2.0, "upscale": 4, "img_range": 1.0,
+    "resi_connection": "1conv", "num_feat": 64, "patch_norm": True,
+}
+"""HAT x4 (``HAT_SRx4``; Real-HAT-GAN has the same layout). HAT-S: embed_dim 144,
+compress_ratio 24, squeeze_factor 24; HAT-L: 12 groups."""
+
+DAT_DEFAULTS: dict[str, Any] = {
+    "in_chans": 3, "embed_dim": 180, "split_size": [8, 32], "depth": [6] * 6,
+    "num_heads": [6] * 6, "expansion_factor": 4.0, "qkv_bias": True, "upscale": 4,
+    "img_range": 1.0, "resi_connection": "1conv", "upsampler": "pixelshuffle", "num_feat": 64,
+}
+"""DAT x4 (``DAT_x4``). DAT-2: expansion_factor 2; DAT-S: split_size [8, 16], expansion 2;
+DAT-light: embed_dim 60, depth [18], resi_connection 3conv, pixelshuffledirect."""
+
+
+def window_transformer_context(window: int) -> int:
+    """Tiling overlap (input pixels per side) for HAT's square windows of side ``window``:
+    ``max(32, 4 * window)``, the rule of SwinIR's ``practical_context``. A practical bound,
+    not a receptive radius: shifted and overlapping windows chain across the whole image and
+    the channel attention pools over all of it, so tiles never equal the whole image bit for
+    bit (upstream's own tiled test overlaps HAT tiles by 32)."""
+    return max(32, 4 * int(window))
+
+
+def describe_hat(hp: Mapping[str, Any]) -> Descriptor:
+    """Inputs padded to multiples of the window (as upstream); fp16 off, as spandrel marks
+    HAT (bf16 only on request); context :func:`window_transformer_context`."""
+    ws = int(hp["window_size"])
+    return Descriptor(
+        arch="hat",
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["in_chans"]),
+        hparams=dict(hp),
+        size_multiple=ws,
+        context=window_transformer_context(ws),
+        supports_half=False,
+    )
+
+
+def describe_dat(hp: Mapping[str, Any]) -> Descriptor:
+    """Size multiple: the longer window side, so that tiles start on the window grid (tiles cut
+    across windows differ by about 1% on small random networks; aligned, by 1e-5). The engine
+    reflect-pads to it; upstream instead zero-pads q/k/v inside each attention (what
+    ``forward`` does for direct calls of other sizes), so engine outputs differ from
+    upstream's only near the right/bottom border of images whose sides are not multiples of
+    it. Context: ``max(32, 2 * longer side)`` (64 for the released 8x32 windows), a practical
+    bound as for HAT; fp16 off as for HAT."""
+    long_side = max(int(v) for v in hp["split_size"])
+    return Descriptor(
+        arch="dat",
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["in_chans"]),
+        hparams=dict(hp),
+        size_multiple=long_side,
+        context=max(32, 2 * long_side),
+        supports_half=False,
+    )
+
+
 # --------------------------------------------------------------------------- baselines
 
 BASELINE_DEFAULT_SCALE = 4.0
@@ -283,6 +349,8 @@ DEFAULTS: dict[str, Mapping[str, Any]] = {
     "srvgg": SRVGG_DEFAULTS,
     "realcugan": REALCUGAN_DEFAULTS,
     "omnisr": OMNISR_DEFAULTS,
+    "hat": HAT_DEFAULTS,
+    "dat": DAT_DEFAULTS,
     **{name: {"scale": BASELINE_DEFAULT_SCALE} for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> default hyperparameters (the ``ArchSpec.defaults``)."""
@@ -294,6 +362,8 @@ DESCRIBE: dict[str, Callable[[Mapping[str, Any]], Descriptor]] = {
     "srvgg": describe_srvgg,
     "realcugan": describe_realcugan,
     "omnisr": describe_omnisr,
+    "hat": describe_hat,
+    "dat": describe_dat,
     **{name: functools.partial(describe_baseline, name) for name in BASELINE_KERNEL_OF},
 }
 """Architecture id -> ``describe(hparams) -> Descriptor`` (the ``ArchSpec.describe``)."""

@@ -116,6 +116,15 @@ def _bytes_per_input_pixel(model: LoadedModel, dtype_bytes: int) -> int:
         lr_ch = int(hp["embed_dim"]) * 8 + (2 * max(hp["num_heads"]) + 1) * ws * ws
     elif arch == "omnisr":  # qkv (3C) + gated FFN (2C) maps, and 4-head window attention maps
         lr_ch = feat * 8 + 4 * int(hp["window_size"]) ** 2
+    elif arch == "hat":  # as SwinIR, plus the CAB, OCAB's unfolded k/v and its attention maps
+        ws, dim, heads = int(hp["window_size"]), int(hp["embed_dim"]), max(hp["num_heads"])
+        ows = ws + int(ws * float(hp["overlap_ratio"]))
+        lr_ch = (dim * 10 + (2 * heads + 1) * ws * ws + 2 * heads * ows * ows
+                 + 3 * dim * math.ceil((ows / ws) ** 2))
+    elif arch == "dat":  # tokens, the SGFN's hidden width, both window halves' attention maps
+        n = int(hp["split_size"][0]) * int(hp["split_size"][1])
+        dim = int(hp["embed_dim"])
+        lr_ch = int(dim * (8 + 2 * float(hp["expansion_factor"]))) + 2 * max(hp["num_heads"]) * n
     return dtype_bytes * (lr_ch + 3 * hr_ch * s * s) + 64
 
 
