@@ -19,6 +19,8 @@ from typing import Any
 
 from typer.core import TyperArgument, TyperOption
 
+from sr_cli.coercion import LightArgument
+
 __all__ = ["OPTION_METAVARS", "apply_readable_metavars"]
 
 #: Options whose value has a shape worth showing.
@@ -31,8 +33,9 @@ OPTION_METAVARS = {
 }
 
 
-class ReadableArgument(TyperArgument):
-    """A TyperArgument whose help shows its metavar only (no Python type)."""
+class ReadableArgument(LightArgument):
+    """A TyperArgument whose help shows its metavar only (no Python type); its values are
+    checked by :mod:`sr_cli.coercion`."""
 
     def display_type_rich(self, ctx: Any) -> str | None:  # noqa: D102 - see class
         return None
@@ -76,5 +79,7 @@ def apply_readable_metavars(command: Any) -> None:
             if param.metavar is None:
                 param.metavar = (param.name or "ARG").upper()
             param.__class__ = ReadableArgument
-    for sub in getattr(command, "commands", {}).values():
-        apply_readable_metavars(sub)
+    subs = getattr(command, "commands", None)
+    if type(subs) is dict:  # built sub-commands; a lazy table finishes each as it builds it
+        for sub in subs.values():
+            apply_readable_metavars(sub)
