@@ -46,6 +46,10 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["OMP_NUM_THREADS"] = "1"
     env.pop("SR_PROGRESS", None)
+    # An installed sr has its bytecode compiled (pip does it); a checkout gets it on the first
+    # run, unless the shell says not to write it. Measured without it, every run would compile
+    # sr's sources again (about 0.1 s here): the warm-up run writes __pycache__ instead.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -60,14 +64,16 @@ def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
-def median_times(argv: list[str], runs: int, cwd: Path | None = None) -> tuple[float, float, int]:
+def median_times(argv: list[str], runs: int, cwd: Path | None = None
+                 ) -> tuple[float, float, float, float, int]:
+    """(median wall, median CPU, min wall, min CPU, exit code) of ``runs`` runs."""
     walls, cpus, code = [], [], 0
-    timed(argv, cwd)  # warm the file cache
+    timed(argv, cwd)  # warm the file cache (and write the bytecode cache)
     for _ in range(runs):
         w, c, code = timed(argv, cwd)
         walls.append(w)
         cpus.append(c)
-    return statistics.median(walls), statistics.median(cpus), code
+    return statistics.median(walls), statistics.median(cpus), min(walls), min(cpus), code
 
 
 def sr(*args: str) -> list[str]:
@@ -93,14 +99,15 @@ def part1(runs: int, work: Path) -> None:
                                                 shipped[0].stem), True)] if shipped else []),
         ("sr upscale in.png out.png (exists)", sr("upscale", "in.png", "out.png"), True),
     ]
-    print(f"median of {runs} runs each (OMP_NUM_THREADS=1)")
-    print(f"{'command':<38}{'wall s':>8}{'cpu s':>8}{'wall-pass':>11}{'cpu-pass':>10}"
-          f"{'x pass':>8}{'cpu-pass / torch':>18}  target")
-    base_w = base_c = torch_c = 0.0
+    print(f"{runs} runs each (OMP_NUM_THREADS=1): median, and min in brackets; "
+          "-pass: the difference to `python -c pass` (median to median, min to min)")
+    print(f"{'command':<38}{'wall s':>15}{'cpu s':>15}{'wall-pass':>17}{'cpu-pass':>17}"
+          f"{'x pass':>8}{'cpu-pass / torch':>18}  target (median)")
+    base_w = base_c = base_mw = base_mc = torch_c = 0.0
     for label, argv, light in rows:
-        w, c, code = median_times(argv, runs, work)
+        w, c, mw, mc, code = median_times(argv, runs, work)
         if label == "python -c pass":
-            base_w, base_c = w, c
+            base_w, base_c, base_mw, base_mc = w, c, mw, mc
         dw, dc = w - base_w, c - base_c
         if "import torch" in label:
             torch_c = dc
@@ -112,8 +119,9 @@ def part1(runs: int, work: Path) -> None:
         # CPU over `python -c pass` as a fraction of what importing torch costs: a figure that
         # moves less with the machine's load than seconds do
         share = f"{dc / torch_c:.3f}" if torch_c > 0 else "-"
-        print(f"{label:<38}{w:>8.3f}{c:>8.3f}{dw:>+11.3f}{dc:>+10.3f}{ratio:>8.1f}{share:>18}"
-              f"  {verdict}"
+        print(f"{label:<38}{w:>7.3f} ({mw:.3f}){c:>7.3f} ({mc:.3f})"
+              f"{dw:>+8.3f} ({mw - base_mw:+.3f}){dc:>+8.3f} ({mc - base_mc:+.3f})"
+              f"{ratio:>8.1f}{share:>18}  {verdict}"
               + (f"  [exit {code}]" if code else ""))
 
 

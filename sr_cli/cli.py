@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - older Typer on top of the click packag
 
 from sr_cli import __version__
 from sr_cli.coercion import LightHelp, apply_light_coercion
-from sr_cli.console import stderr_console
+from sr_cli.console import say
 from sr_cli.errors import ExitCode, SRError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -150,7 +150,7 @@ def guard(fn: F) -> F:
             raise _fail(exc.message, exc.exit_code) from None
         except KeyboardInterrupt:
             _settle_stdout()
-            stderr_console().print("sr: interrupted", markup=False)
+            say("sr: interrupted")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
@@ -273,7 +273,7 @@ class SRGroup(SRSubGroup):
             exc.show()
             sys.exit(exc.exit_code)
         except typer.Abort:
-            stderr_console().print("sr: interrupted", markup=False)
+            say("sr: interrupted")
             sys.exit(int(ExitCode.INTERRUPTED))
         # Not standalone: Click returns the code of a typer.Exit, or the command's return
         # value (commands return None, see guard).

@@ -9,20 +9,21 @@ error paid for pydantic.
 :class:`LightOption` and :class:`LightArgument` coerce the plain values of sr's signatures
 (``str``, ``int``/``float`` with ``min``/``max``, ``pathlib.Path``, ``bool``, ``list[str]``)
 themselves, and hand everything else to Typer's own pydantic coercion: an unusual spelling
-(``1_000``, `` 3``, ``3.0`` for an int), a value outside ``min``/``max``, a path check that
-fails, or an annotation of any other kind. So a value this module accepts comes out exactly as
-Typer would give it, and every rejection is Typer's own message
-(tests/test_coercion.py compares the two on a table of inputs). The classes are applied at the
-shared layer (:func:`apply_light_coercion`, from the root group), so new options get them
-without doing anything; if a Typer release moves the hook they rely on, they fall back to
-Typer's coercion unchanged (tests/test_startup.py then reports pydantic on a light command).
+(``1_000``, `` 3``, ``3.0`` for an int), a path check that fails, or an annotation of any
+other kind. A value this module accepts comes out exactly as Typer would give it; the two plain
+mistakes it rejects itself (a number outside ``min``/``max``, a word where a number goes) get
+pydantic's own wording; every other rejection is Typer's. tests/test_coercion.py compares the
+two on every parameter of sr with a table of inputs.
+
+The classes are applied at the shared layer (:func:`apply_light_coercion`, on each command
+as the root group builds it), so new options get them without doing anything. If a Typer
+release moves the hook they use (``get_runtime_param``), they fall back to Typer's coercion
+unchanged, and tests/test_startup.py reports pydantic on the light commands.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -41,14 +42,61 @@ _MISS: Any = object()
 """``light_value``'s answer when the value is for Typer's own coercion to judge."""
 
 # Only the plain spellings: anything else (underscores, spaces, "3.0" for an int, inf, nan,
-# huge exponents) goes to pydantic, which decides and words the error.
-_INT = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,17})")
-_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,300}(?:\.[0-9]{0,300})?|\.[0-9]{1,300})(?:[eE][+-]?[0-9]{1,3})?")
+# huge numbers) goes to pydantic, which decides and words the error.
+_FLOAT_CHARS = frozenset("0123456789.eE+-")
 
 
-def _in_range(value: float, info: Any) -> bool:
-    return ((info.min is None or value >= info.min)
-            and (info.max is None or value <= info.max))
+def _plain_int(text: str) -> int | None:
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (0 < len(digits) <= 18 and digits.isascii() and digits.isdigit()):
+        return None
+    if digits[0] == "0" and digits != "0":
+        return None
+    return int(text)
+
+
+def _plain_float(text: str) -> float | None:
+    if not (0 < len(text) <= 40) or not _FLOAT_CHARS.issuperset(text):
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _bound(value: float) -> str | None:
+    """A min/max as pydantic writes it in its message, for the bounds written here alike."""
+    if isinstance(value, bool) or not float(value).is_integer() or abs(value) >= 1e15:
+        return None
+    return str(int(value))
+
+
+def _in_range(value: float, info: Any, param: Any, ctx: Any) -> bool:
+    """Whether ``value`` is within min/max; outside, pydantic's message (with an integral
+    bound) or False for Typer to word it."""
+    if info.min is not None and value < info.min:
+        bound, words = info.min, "greater than or equal to"
+    elif info.max is not None and value > info.max:
+        bound, words = info.max, "less than or equal to"
+    else:
+        return True
+    shown = _bound(bound)
+    if shown is None:
+        return False
+    raise BadParameter(f"Input should be {words} {shown}", ctx=ctx, param=param)
+
+
+def _not_a_number(value: Any, kind: str, param: Any, ctx: Any) -> None:
+    """A value with no digit at all that Python cannot read as a number (``two``, ``x``): no
+    spelling of pydantic's accepts it either (``inf``/``nan`` it reads like Python)."""
+    if type(value) is str and not any(ch.isdigit() for ch in value):
+        try:
+            float(value)
+        except ValueError:
+            what = ("a valid integer, unable to parse string as an integer" if kind == "int"
+                    else "a valid number, unable to parse string as a number")
+            raise BadParameter(f"Input should be {what}", ctx=ctx, param=param) from None
 
 
 def _plain_str(value: Any) -> bool:
@@ -56,7 +104,11 @@ def _plain_str(value: Any) -> bool:
 
 
 def light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) -> Any:
-    """``value`` (never None) coerced for ``annotation`` as Typer would, or :data:`_MISS`."""
+    """``value`` (never None) coerced for ``annotation`` as Typer would, or :data:`_MISS`.
+
+    Raises Typer's own BadParameter, worded as pydantic words it, for the two plain mistakes
+    (a number out of min/max, a word given for a number); any other doubt is a :data:`_MISS`.
+    """
     if info.parser is not None or getattr(info, "clamp", False):
         return _MISS
     if get_origin(annotation) is list:
@@ -69,21 +121,21 @@ def light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) ->
     if annotation is bool:
         return value if type(value) is bool else _MISS
     if annotation is int:
-        if type(value) is int:
-            number = value
-        elif type(value) is str and _INT.fullmatch(value):
-            number = int(value)
-        else:
+        number = value if type(value) is int else (
+            _plain_int(value) if type(value) is str else None)
+        if number is None:
+            _not_a_number(value, "int", param, ctx)
             return _MISS
-        return number if _in_range(number, info) else _MISS
+        return number if _in_range(number, info, param, ctx) else _MISS
     if annotation is float:
-        if type(value) in (int, float):
-            number = float(value)
-        elif type(value) is str and _FLOAT.fullmatch(value):
-            number = float(value)
-        else:
+        real = float(value) if type(value) in (int, float) else (
+            _plain_float(value) if type(value) is str else None)
+        if real is None:
+            _not_a_number(value, "float", param, ctx)
             return _MISS
-        return number if math.isfinite(number) and _in_range(number, info) else _MISS
+        if not math.isfinite(real):
+            return _MISS
+        return real if _in_range(real, info, param, ctx) else _MISS
     if annotation is Path and getattr(info, "path_type", None) in (None, Path):
         if isinstance(value, Path):
             path = value
@@ -100,20 +152,20 @@ def light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) ->
 
 if RuntimeParam is not None:
 
-    @dataclass(frozen=True)
     class LightRuntimeParam(RuntimeParam):  # type: ignore[misc,valid-type]
         """Typer's runtime coercion contract (None, multiple values) with :func:`light_value`
-        first and Typer's pydantic-backed coercion, built on first need, for the rest."""
-
-        full: list[Any] = field(default_factory=list, compare=False)
+        first and Typer's pydantic-backed coercion, built on first need, for the rest.
+        (A plain subclass of Typer's frozen dataclass: same fields, nothing to generate.)"""
 
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
             out = light_value(self.annotation, self.parameter_info, value, param, ctx)
             if out is not _MISS:
                 return out
-            if not self.full:
-                self.full.append(build_runtime_param(param.type_descriptor))
-            return self.full[0]._coerce_value(value, param=param, ctx=ctx)
+            full = self.__dict__.get("_full")
+            if full is None:
+                full = build_runtime_param(param.type_descriptor)
+                object.__setattr__(self, "_full", full)  # a cache on a frozen instance
+            return full._coerce_value(value, param=param, ctx=ctx)
 
 
 def _light_runtime_param(self: Any) -> Any:
