@@ -2,14 +2,16 @@
 one batch call.
 
 Usage: python benchmarks/startup.py [--runs 7] [--images 20] [--size 64] [--models bicubic,...]
-                                    [--skip-batch]
+                                    [--skip-batch] [--every-help]
 
-Part 1 runs each command ``--runs`` times in a fresh interpreter and prints the median wall
-and CPU (user + system, from the child's rusage) time: `python -c pass`, `python -c "import
-torch"` (what every command paid before the imports became lazy), and `import typer` and
-`import typer._adapters` (the part of the CLI framework every sub-command loads: Typer 0.29
-coerces option values through pydantic), and the light commands `sr --version`, `sr upscale
---help`, `sr models list`, `sr models info --header`, a usage error.
+Part 1 runs each command ``--runs`` times in a fresh interpreter and prints the median (and
+minimum) wall and CPU (user + system, from the child's rusage) time: `python -c pass`, `python
+-c "import torch"` (what every command paid before the imports became lazy), `import typer`
+(the CLI framework's floor) and `import typer._adapters` (what Typer 0.29's pydantic option
+checks would add; sr_cli.coercion avoids them), and the light commands `sr --version`, `sr
+--help`, `sr upscale --help` (with --every-help: every other sub-command's --help too), `sr
+models list`, `sr models info` of a baseline and with --header, and three usage errors (an
+existing output, an option value out of range, an unknown command).
 Each light command is printed with its difference to `python -c pass` (also as a fraction of
 the CPU that `import torch` adds, which moves less with the load than seconds) and checked
 against the target of 0.35 s (wall and CPU). The commands run as `python -m sr_cli` with
@@ -80,24 +82,34 @@ def sr(*args: str) -> list[str]:
     return [sys.executable, "-m", "sr_cli", *args]
 
 
-def part1(runs: int, work: Path) -> None:
+def part1(runs: int, work: Path, every: bool) -> None:
     (work / "in.png").write_bytes(b"x")
     (work / "out.png").write_bytes(b"x")
     shipped = sorted((REPO / "models").glob("*.safetensors"))
+    more_help = [["degrade"], ["train"], ["interp"], ["score"], ["models"], ["models", "list"],
+                 ["models", "info"], ["models", "convert"], ["models", "fetch"]]
     rows = [
         ("python -c pass", [sys.executable, "-c", "pass"], False),
         ('python -c "import torch"', [sys.executable, "-c", "import torch"], False),
-        # the CLI framework's own floor: Typer 0.29 imports pydantic to coerce the options of
-        # any sub-command (even for --help), `sr --version` stops before that
+        # the CLI framework's own floor (`import typer`), and what Typer 0.29's option checks
+        # would add (pydantic, through typer._adapters): sr_cli.coercion keeps light commands
+        # clear of the second
         ('python -c "import typer"', [sys.executable, "-c", "import typer"], False),
         ('python -c "import typer._adapters"', [sys.executable, "-c", "import typer._adapters"],
          False),
         ("sr --version", sr("--version"), True),
+        ("sr --help", sr("--help"), True),
         ("sr upscale --help", sr("upscale", "--help"), True),
+        *([(f"sr {' '.join(c)} --help", sr(*c, "--help"), True) for c in more_help]
+          if every else []),
         ("sr models list", sr("models", "list"), True),
+        ("sr models info bicubic", sr("models", "info", "bicubic"), True),
         *([("sr models info --header NAME", sr("models", "info", "--header",
                                                 shipped[0].stem), True)] if shipped else []),
         ("sr upscale in.png out.png (exists)", sr("upscale", "in.png", "out.png"), True),
+        ("sr upscale ... --tile-batch 0", sr("upscale", "in.png", "x.png", "--tile-batch", "0"),
+         True),
+        ("sr nope (unknown command)", sr("nope"), True),
     ]
     print(f"{runs} runs each (OMP_NUM_THREADS=1): median, and min in brackets; "
           "-pass: the difference to `python -c pass` (median to median, min to min)")
@@ -181,6 +193,8 @@ def main() -> None:
                     help="comma-separated models for part 2 (default: bicubic and the smallest "
                          "shipped model)")
     ap.add_argument("--skip-batch", action="store_true", help="only part 1")
+    ap.add_argument("--every-help", action="store_true",
+                    help="part 1 also times the --help of every other sub-command")
     args = ap.parse_args()
     models = (args.models.split(",") if args.models
               else ["bicubic", *filter(None, [smallest_learned_model()])])
@@ -188,7 +202,7 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="sr-startup-") as tmp:
         work = Path(tmp)
-        part1(args.runs, work)
+        part1(args.runs, work, args.every_help)
         if not args.skip_batch:
             part2(args.images, args.size, models, work)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

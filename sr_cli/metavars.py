@@ -1,16 +1,17 @@
 """Readable metavars for every command's help: ``--tile N``, ``--output OUTPUT``, ``INPUT``.
 
 Typer's own help shows Python types (``<str>``, ``<list[str]>``) and wraps variadic
-arguments twice (``[[INPUT]... [OUTPUT]]...``). :func:`apply_readable_metavars` walks a Click
-command tree once, after Typer built it, and gives each parameter a metavar a person can read:
+arguments twice (``[[INPUT]... [OUTPUT]]...``). :func:`apply_readable_metavars` goes over a
+command (and the sub-commands it holds) once, after Typer built it, and gives each parameter a
+metavar a person can read:
 
 - options: ``N`` for integers, ``X`` for floats, otherwise the option's long name in capitals
   (``--device DEVICE``), or a fixed form from :data:`OPTION_METAVARS` (``--set KEY=VALUE``);
 - arguments: their name in capitals (``RUN_DIR``), ``[NAME]`` when optional and ``NAME...``
   when variadic; an argument that states its own metavar (``[INPUT]... [OUTPUT]``) keeps it.
 
-It is applied at the shared layer (the root group), so a new command or option gets readable
-help without doing anything.
+It is applied at the shared layer (the root group, to each command as it builds it on first
+use), so a new command or option gets readable help without doing anything.
 """
 
 from __future__ import annotations
