@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -321,11 +322,23 @@ def _root(
     _state["traceback"] = traceback_
 
 
+def _resolved(fn: F) -> F:
+    """``fn`` with its annotations evaluated once. The command modules use ``from __future__
+    import annotations``, so each annotation is a string, which Typer evaluates twice per
+    parameter (inspect.signature and get_type_hints): half the cost of building a command."""
+    if any(isinstance(a, str) for a in fn.__annotations__.values()):
+        fn.__annotations__ = inspect.get_annotations(fn, eval_str=True)
+    return fn
+
+
+_resolved(_root)
+
+
 def _command(module: str, function: str, name: str, **settings: Any) -> Callable[[], Any]:
     """A builder for one sub-command: ``module.function`` wrapped by :func:`guard`."""
 
     def build() -> Any:
-        fn = getattr(importlib.import_module(module), function)
+        fn = _resolved(getattr(importlib.import_module(module), function))
         one = typer.Typer(add_completion=False, rich_markup_mode=None)
         one.command(name, cls=SRCommand, **settings)(guard(fn))
         return typer.main.get_command(one)
@@ -346,7 +359,7 @@ def _models_group() -> Any:
         rich_markup_mode=None,
     )
     for name, fn in models.COMMANDS:
-        models_app.command(name, cls=SRCommand)(guard(fn))
+        models_app.command(name, cls=SRCommand)(guard(_resolved(fn)))
     return typer.main.get_command(models_app)
 
 
