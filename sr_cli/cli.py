@@ -3,6 +3,10 @@ that turns outcomes into exit codes and messages.
 
 Every command callback is wrapped by :func:`guard`, so typed errors raised anywhere in the core
 become one line on stderr and the documented exit code (see :class:`sr_cli.errors.ExitCode`).
+
+Commands are listed in :data:`COMMANDS` (name -> builder) and built on first use, so a call
+imports and builds its own command only (`sr models list` never reads upscale's signature);
+tests/test_startup.py keeps light commands free of torch, pydantic and rich.
 """
 
 from __future__ import annotations
