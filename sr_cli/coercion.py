@@ -114,7 +114,10 @@ def light_value(annotation: Any, info: Any, value: Any, param: Any, ctx: Any) ->
     if get_origin(annotation) is list:
         (item,) = get_args(annotation) or (Any,)
         items = value if isinstance(value, (list, tuple)) else [value]
-        out = [light_value(item, info, v, param, ctx) for v in items]
+        try:
+            out = [light_value(item, info, v, param, ctx) for v in items]
+        except BadParameter:
+            return _MISS  # an element's mistake: Typer words it for the list
         return _MISS if any(v is _MISS for v in out) else out
     if annotation is str:
         return value if type(value) is str else _MISS
