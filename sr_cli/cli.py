@@ -338,19 +338,25 @@ def _resolved(fn: F) -> F:
 _resolved(_root)
 
 
+def _build_one(name: str, fn: Callable[..., Any], **settings: Any) -> Any:
+    """The Click command of one command function, wrapped by :func:`guard`."""
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
+    one.command(name, cls=SRCommand, **settings)(guard(_resolved(fn)))
+    return typer.main.get_command(one)
+
+
 def _command(module: str, function: str, name: str, **settings: Any) -> Callable[[], Any]:
-    """A builder for one sub-command: ``module.function`` wrapped by :func:`guard`."""
+    """A builder for one sub-command: ``module.function``, imported when it is built."""
 
     def build() -> Any:
-        fn = _resolved(getattr(importlib.import_module(module), function))
-        one = typer.Typer(add_completion=False, rich_markup_mode=None)
-        one.command(name, cls=SRCommand, **settings)(guard(fn))
-        return typer.main.get_command(one)
+        return _build_one(name, getattr(importlib.import_module(module), function), **settings)
 
     return build
 
 
 def _models_group() -> Any:
+    """`sr models`: its commands (:data:`sr_cli.commands.models.COMMANDS`) are built on first
+    use too, so `sr models list` does not build `convert` and `fetch`."""
     from sr_cli.commands import models
 
     models_app = typer.Typer(
@@ -362,9 +368,10 @@ def _models_group() -> Any:
         add_completion=False,
         rich_markup_mode=None,
     )
-    for name, fn in models.COMMANDS:
-        models_app.command(name, cls=SRCommand)(guard(_resolved(fn)))
-    return typer.main.get_command(models_app)
+    group = typer.main.get_group(models_app)
+    group.commands = LazyCommands(
+        {name: functools.partial(_build_one, name, fn) for name, fn in models.COMMANDS})
+    return group
 
 
 #: The command table, in the order of `sr --help`: name -> builder of its Click command.
