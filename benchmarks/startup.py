@@ -2,14 +2,16 @@
 one batch call.
 
 Usage: python benchmarks/startup.py [--runs 7] [--images 20] [--size 64] [--models bicubic,...]
-                                    [--skip-batch]
+                                    [--skip-batch] [--every-help]
 
-Part 1 runs each command ``--runs`` times in a fresh interpreter and prints the median wall
-and CPU (user + system, from the child's rusage) time: `python -c pass`, `python -c "import
-torch"` (what every command paid before the imports became lazy), and `import typer` and
-`import typer._adapters` (the part of the CLI framework every sub-command loads: Typer 0.29
-coerces option values through pydantic), and the light commands `sr --version`, `sr upscale
---help`, `sr models list`, `sr models info --header`, a usage error.
+Part 1 runs each command ``--runs`` times in a fresh interpreter and prints the median (and
+minimum) wall and CPU (user + system, from the child's rusage) time: `python -c pass`, `python
+-c "import torch"` (what every command paid before the imports became lazy), `import typer`
+(the CLI framework's floor) and `import typer._adapters` (what Typer 0.29's pydantic option
+checks would add; sr_cli.coercion avoids them), and the light commands `sr --version`, `sr
+--help`, `sr upscale --help` (with --every-help: every other sub-command's --help too), `sr
+models list`, `sr models info` of a baseline and with --header, and three usage errors (an
+existing output, an option value out of range, an unknown command).
 Each light command is printed with its difference to `python -c pass` (also as a fraction of
 the CPU that `import torch` adds, which moves less with the load than seconds) and checked
 against the target of 0.35 s (wall and CPU). The commands run as `python -m sr_cli` with
@@ -46,6 +48,10 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["OMP_NUM_THREADS"] = "1"
     env.pop("SR_PROGRESS", None)
+    # An installed sr has its bytecode compiled (pip does it); a checkout gets it on the first
+    # run, unless the shell says not to write it. Measured without it, every run would compile
+    # sr's sources again (about 0.1 s here): the warm-up run writes __pycache__ instead.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -60,47 +66,60 @@ def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
-def median_times(argv: list[str], runs: int, cwd: Path | None = None) -> tuple[float, float, int]:
+def median_times(argv: list[str], runs: int, cwd: Path | None = None
+                 ) -> tuple[float, float, float, float, int]:
+    """(median wall, median CPU, min wall, min CPU, exit code) of ``runs`` runs."""
     walls, cpus, code = [], [], 0
-    timed(argv, cwd)  # warm the file cache
+    timed(argv, cwd)  # warm the file cache (and write the bytecode cache)
     for _ in range(runs):
         w, c, code = timed(argv, cwd)
         walls.append(w)
         cpus.append(c)
-    return statistics.median(walls), statistics.median(cpus), code
+    return statistics.median(walls), statistics.median(cpus), min(walls), min(cpus), code
 
 
 def sr(*args: str) -> list[str]:
     return [sys.executable, "-m", "sr_cli", *args]
 
 
-def part1(runs: int, work: Path) -> None:
+def part1(runs: int, work: Path, every: bool) -> None:
     (work / "in.png").write_bytes(b"x")
     (work / "out.png").write_bytes(b"x")
     shipped = sorted((REPO / "models").glob("*.safetensors"))
+    more_help = [["degrade"], ["train"], ["interp"], ["score"], ["models"], ["models", "list"],
+                 ["models", "info"], ["models", "convert"], ["models", "fetch"]]
     rows = [
         ("python -c pass", [sys.executable, "-c", "pass"], False),
         ('python -c "import torch"', [sys.executable, "-c", "import torch"], False),
-        # the CLI framework's own floor: Typer 0.29 imports pydantic to coerce the options of
-        # any sub-command (even for --help), `sr --version` stops before that
+        # the CLI framework's own floor (`import typer`), and what Typer 0.29's option checks
+        # would add (pydantic, through typer._adapters): sr_cli.coercion keeps light commands
+        # clear of the second
         ('python -c "import typer"', [sys.executable, "-c", "import typer"], False),
         ('python -c "import typer._adapters"', [sys.executable, "-c", "import typer._adapters"],
          False),
         ("sr --version", sr("--version"), True),
+        ("sr --help", sr("--help"), True),
         ("sr upscale --help", sr("upscale", "--help"), True),
+        *([(f"sr {' '.join(c)} --help", sr(*c, "--help"), True) for c in more_help]
+          if every else []),
         ("sr models list", sr("models", "list"), True),
+        ("sr models info bicubic", sr("models", "info", "bicubic"), True),
         *([("sr models info --header NAME", sr("models", "info", "--header",
                                                 shipped[0].stem), True)] if shipped else []),
         ("sr upscale in.png out.png (exists)", sr("upscale", "in.png", "out.png"), True),
+        ("sr upscale ... --tile-batch 0", sr("upscale", "in.png", "x.png", "--tile-batch", "0"),
+         True),
+        ("sr nope (unknown command)", sr("nope"), True),
     ]
-    print(f"median of {runs} runs each (OMP_NUM_THREADS=1)")
-    print(f"{'command':<38}{'wall s':>8}{'cpu s':>8}{'wall-pass':>11}{'cpu-pass':>10}"
-          f"{'x pass':>8}{'cpu-pass / torch':>18}  target")
-    base_w = base_c = torch_c = 0.0
+    print(f"{runs} runs each (OMP_NUM_THREADS=1): median, and min in brackets; "
+          "-pass: the difference to `python -c pass` (median to median, min to min)")
+    print(f"{'command':<38}{'wall s':>15}{'cpu s':>15}{'wall-pass':>17}{'cpu-pass':>17}"
+          f"{'x pass':>8}{'cpu-pass / torch':>18}  target (median)")
+    base_w = base_c = base_mw = base_mc = torch_c = 0.0
     for label, argv, light in rows:
-        w, c, code = median_times(argv, runs, work)
+        w, c, mw, mc, code = median_times(argv, runs, work)
         if label == "python -c pass":
-            base_w, base_c = w, c
+            base_w, base_c, base_mw, base_mc = w, c, mw, mc
         dw, dc = w - base_w, c - base_c
         if "import torch" in label:
             torch_c = dc
@@ -112,8 +131,9 @@ def part1(runs: int, work: Path) -> None:
         # CPU over `python -c pass` as a fraction of what importing torch costs: a figure that
         # moves less with the machine's load than seconds do
         share = f"{dc / torch_c:.3f}" if torch_c > 0 else "-"
-        print(f"{label:<38}{w:>8.3f}{c:>8.3f}{dw:>+11.3f}{dc:>+10.3f}{ratio:>8.1f}{share:>18}"
-              f"  {verdict}"
+        print(f"{label:<38}{w:>7.3f} ({mw:.3f}){c:>7.3f} ({mc:.3f})"
+              f"{dw:>+8.3f} ({mw - base_mw:+.3f}){dc:>+8.3f} ({mc - base_mc:+.3f})"
+              f"{ratio:>8.1f}{share:>18}  {verdict}"
               + (f"  [exit {code}]" if code else ""))
 
 
@@ -173,6 +193,8 @@ def main() -> None:
                     help="comma-separated models for part 2 (default: bicubic and the smallest "
                          "shipped model)")
     ap.add_argument("--skip-batch", action="store_true", help="only part 1")
+    ap.add_argument("--every-help", action="store_true",
+                    help="part 1 also times the --help of every other sub-command")
     args = ap.parse_args()
     models = (args.models.split(",") if args.models
               else ["bicubic", *filter(None, [smallest_learned_model()])])
@@ -180,7 +202,7 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="sr-startup-") as tmp:
         work = Path(tmp)
-        part1(args.runs, work)
+        part1(args.runs, work, args.every_help)
         if not args.skip_batch:
             part2(args.images, args.size, models, work)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -3,6 +3,10 @@ that turns outcomes into exit codes and messages.
 
 Every command callback is wrapped by :func:`guard`, so typed errors raised anywhere in the core
 become one line on stderr and the documented exit code (see :class:`sr_cli.errors.ExitCode`).
+
+Commands are listed in :data:`COMMANDS` (name -> builder) and built on first use, so a call
+imports and builds its own command only (`sr models list` never reads upscale's signature);
+tests/test_startup.py keeps light commands free of torch, pydantic and rich.
 """
 
 from __future__ import annotations
@@ -10,16 +14,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import importlib
+import inspect
 import logging
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 # Typer 0.29 vendors Click as typer._click; the exception types live there.
 try:
@@ -28,7 +34,8 @@ except ImportError:  # pragma: no cover - older Typer on top of the click packag
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from sr_cli import __version__
-from sr_cli.console import stderr_console
+from sr_cli.coercion import LightHelp, apply_light_coercion
+from sr_cli.console import say
 from sr_cli.errors import ExitCode, SRError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -148,7 +155,7 @@ def guard(fn: F) -> F:
             raise _fail(exc.message, exc.exit_code) from None
         except KeyboardInterrupt:
             _settle_stdout()
-            stderr_console().print("sr: interrupted", markup=False)
+            say("sr: interrupted")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader went away (e.g. `sr ... | head`): quiet exit, like other filters.
@@ -180,16 +187,72 @@ def guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class SRGroup(TyperGroup):
+class LazyCommands(MutableMapping[str, Any]):
+    """A group's sub-commands, each built (its module imported, its Click command made by
+    Typer) the first time it is looked up: `sr models list` builds `models` and its commands,
+    not `upscale` or `train`. Iterating the names builds nothing; `sr --help` builds all."""
+
+    def __init__(self, table: dict[str, Callable[[], Any]]) -> None:
+        self._table = table
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built:
+            self._built[name] = _finish(self._table[name]())  # KeyError: no such command
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._built.pop(name, None)
+        self._table.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._built or name in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._table
+        yield from (n for n in self._built if n not in self._table)
+
+    def __len__(self) -> int:
+        return len(self._table.keys() | self._built.keys())
+
+
+def _finish(command: Any) -> Any:
+    """The shared layer's touches on a command Typer built: readable metavars, and option
+    values checked without pydantic (:mod:`sr_cli.coercion`)."""
+    from sr_cli.metavars import apply_readable_metavars
+
+    apply_readable_metavars(command)
+    apply_light_coercion(command)
+    return command
+
+
+class SRCommand(LightHelp, TyperCommand):
+    """A sub-command: its --help flag is checked without pydantic like its options."""
+
+
+class SRSubGroup(LightHelp, TyperGroup):
+    """A sub-command group (`sr models`), with the root's conventions."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # names only: nothing is built to list them
+
+
+class SRGroup(SRSubGroup):
     """The root command group: Click's own usage errors (unknown option, bad option value,
     missing argument) become one ``sr: error:`` line and exit 2, like every other error.
-    Every parameter gets a readable metavar (:mod:`sr_cli.metavars`)."""
+    Every parameter gets a readable metavar (:mod:`sr_cli.metavars`) and pydantic-free value
+    checks (:mod:`sr_cli.coercion`); sub-commands are built on first use (:data:`COMMANDS`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from sr_cli.metavars import apply_readable_metavars
-
-        apply_readable_metavars(self)
+        built = dict(self.commands)  # any command registered on `app` the Typer way
+        self.commands = LazyCommands(dict(COMMANDS))
+        for name, command in built.items():
+            self.commands[name] = _finish(command)
+        _finish(self)
 
     def main(  # type: ignore[override]
         self,
@@ -215,7 +278,7 @@ class SRGroup(TyperGroup):
             exc.show()
             sys.exit(exc.exit_code)
         except typer.Abort:
-            stderr_console().print("sr: interrupted", markup=False)
+            say("sr: interrupted")
             sys.exit(int(ExitCode.INTERRUPTED))
         # Not standalone: Click returns the code of a typer.Exit, or the command's return
         # value (commands return None, see guard).
@@ -263,27 +326,64 @@ def _root(
     _state["traceback"] = traceback_
 
 
-def _register() -> None:
-    """Explicit command table: (name, module, function). Sub-groups come from `*_app` Typers."""
-    from sr_cli.commands import degrade, interp, models, score, train, upscale
+def _resolved(fn: F) -> F:
+    """``fn`` with its annotations evaluated once. The command modules use ``from __future__
+    import annotations``, so each annotation is a string, which Typer evaluates twice per
+    parameter (inspect.signature and get_type_hints): half the cost of building a command."""
+    if any(isinstance(a, str) for a in fn.__annotations__.values()):
+        fn.__annotations__ = inspect.get_annotations(fn, eval_str=True)
+    return fn
 
-    app.command("upscale", no_args_is_help=False)(guard(upscale.upscale))
-    app.command("degrade")(guard(degrade.degrade))
-    app.command("train", context_settings={"allow_extra_args": False})(guard(train.train))
-    app.command("interp")(guard(interp.interp))
-    app.command("score")(guard(score.score))
+
+_resolved(_root)
+
+
+def _build_one(name: str, fn: Callable[..., Any], **settings: Any) -> Any:
+    """The Click command of one command function, wrapped by :func:`guard`."""
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
+    one.command(name, cls=SRCommand, **settings)(guard(_resolved(fn)))
+    return typer.main.get_command(one)
+
+
+def _command(module: str, function: str, name: str, **settings: Any) -> Callable[[], Any]:
+    """A builder for one sub-command: ``module.function``, imported when it is built."""
+
+    def build() -> Any:
+        return _build_one(name, getattr(importlib.import_module(module), function), **settings)
+
+    return build
+
+
+def _models_group() -> Any:
+    """`sr models`: its commands (:data:`sr_cli.commands.models.COMMANDS`) are built on first
+    use too, so `sr models list` does not build `convert` and `fetch`."""
+    from sr_cli.commands import models
+
     models_app = typer.Typer(
+        cls=SRSubGroup,
+        name="models",
         help="List, inspect, convert and fetch models of the zoo.\n\n"
         "Example: sr models list",
         no_args_is_help=True,
+        add_completion=False,
         rich_markup_mode=None,
     )
-    for name, fn in models.COMMANDS:
-        models_app.command(name)(guard(fn))
-    app.add_typer(models_app, name="models")
+    group = typer.main.get_group(models_app)
+    group.commands = LazyCommands(
+        {name: functools.partial(_build_one, name, fn) for name, fn in models.COMMANDS})
+    return group
 
 
-_register()
+#: The command table, in the order of `sr --help`: name -> builder of its Click command.
+COMMANDS: dict[str, Callable[[], Any]] = {
+    "upscale": _command("sr_cli.commands.upscale", "upscale", "upscale", no_args_is_help=False),
+    "degrade": _command("sr_cli.commands.degrade", "degrade", "degrade"),
+    "train": _command("sr_cli.commands.train", "train", "train",
+                      context_settings={"allow_extra_args": False}),
+    "interp": _command("sr_cli.commands.interp", "interp", "interp"),
+    "score": _command("sr_cli.commands.score", "score", "score"),
+    "models": _models_group,
+}
 
 
 def main() -> None:

@@ -98,21 +98,49 @@ def without_reprs(text: str) -> str:
     return text.strip(" :;,")
 
 
+def _colours_stderr() -> bool:
+    """Whether rich would colour stderr: its own rule (TTY_COMPATIBLE, FORCE_COLOR, then
+    isatty; a dumb terminal never)."""
+    env = os.environ
+    if env.get("TTY_COMPATIBLE") in ("0", "1"):
+        tty = env["TTY_COMPATIBLE"] == "1"
+    elif "FORCE_COLOR" in env:
+        tty = env["FORCE_COLOR"] != ""
+    else:
+        tty = stderr_is_tty()
+    return tty and env.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+def say(line: str, style: str | None = None) -> None:
+    """One message line on stderr, verbatim (no markup, no emoji codes, never wrapped).
+
+    Written directly when it needs no colour (a plain note, or stderr is not a terminal) and
+    no rich console is live (a progress bar draws through it): the same bytes rich would
+    write, without importing rich, so `sr models list` in a pipe or a usage error stays light.
+    """
+    if _console is None and (style is None or not _colours_stderr()):
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(line + "\n")
+            stream.flush()
+        return
+    stderr_console().print(line, markup=False, style=style, soft_wrap=True)
+
+
 def info(message: str) -> None:
     """A human-readable note on stderr (suppressed by --quiet)."""
     if not _quiet:
-        stderr_console().print(clean(message), markup=False)
+        say(clean(message))
 
 
 def warn(message: str) -> None:
     """A warning on stderr (shown even with --quiet)."""
-    stderr_console().print(f"sr: warning: {clean(message)}", markup=False, style="yellow")
+    say(f"sr: warning: {clean(message)}", style="yellow")
 
 
 def error(message: str) -> None:
     """The one ``sr: error:`` line of a failed command (the CLI guard prints it)."""
-    stderr_console().print(f"sr: error: {clean(message)}", markup=False, style="red",
-                           soft_wrap=True)
+    say(f"sr: error: {clean(message)}", style="red")
 
 
 def show_progress() -> bool:

@@ -1,16 +1,17 @@
 """Readable metavars for every command's help: ``--tile N``, ``--output OUTPUT``, ``INPUT``.
 
 Typer's own help shows Python types (``<str>``, ``<list[str]>``) and wraps variadic
-arguments twice (``[[INPUT]... [OUTPUT]]...``). :func:`apply_readable_metavars` walks a Click
-command tree once, after Typer built it, and gives each parameter a metavar a person can read:
+arguments twice (``[[INPUT]... [OUTPUT]]...``). :func:`apply_readable_metavars` goes over a
+command (and the sub-commands it holds) once, after Typer built it, and gives each parameter a
+metavar a person can read:
 
 - options: ``N`` for integers, ``X`` for floats, otherwise the option's long name in capitals
   (``--device DEVICE``), or a fixed form from :data:`OPTION_METAVARS` (``--set KEY=VALUE``);
 - arguments: their name in capitals (``RUN_DIR``), ``[NAME]`` when optional and ``NAME...``
   when variadic; an argument that states its own metavar (``[INPUT]... [OUTPUT]``) keeps it.
 
-It is applied at the shared layer (the root group), so a new command or option gets readable
-help without doing anything.
+It is applied at the shared layer (the root group, to each command as it builds it on first
+use), so a new command or option gets readable help without doing anything.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from typer.core import TyperArgument, TyperOption
+
+from sr_cli.coercion import LightArgument
 
 __all__ = ["OPTION_METAVARS", "apply_readable_metavars"]
 
@@ -31,8 +34,9 @@ OPTION_METAVARS = {
 }
 
 
-class ReadableArgument(TyperArgument):
-    """A TyperArgument whose help shows its metavar only (no Python type)."""
+class ReadableArgument(LightArgument):
+    """A TyperArgument whose help shows its metavar only (no Python type); its values are
+    checked by :mod:`sr_cli.coercion`."""
 
     def display_type_rich(self, ctx: Any) -> str | None:  # noqa: D102 - see class
         return None
@@ -76,5 +80,7 @@ def apply_readable_metavars(command: Any) -> None:
             if param.metavar is None:
                 param.metavar = (param.name or "ARG").upper()
             param.__class__ = ReadableArgument
-    for sub in getattr(command, "commands", {}).values():
-        apply_readable_metavars(sub)
+    subs = getattr(command, "commands", None)
+    if type(subs) is dict:  # built sub-commands; a lazy table finishes each as it builds it
+        for sub in subs.values():
+            apply_readable_metavars(sub)

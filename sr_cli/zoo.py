@@ -24,14 +24,11 @@ there are any, else among all); while there is none it is ``bicubic``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
-import pickle
 import re
 import struct
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +185,9 @@ def _short(exc: BaseException) -> str:
 
 
 def _read_torch(path: Path) -> dict[str, Tensor]:
+    import pickle
+    import zipfile
+
     import torch
 
     try:
@@ -457,6 +457,8 @@ def load_model(name_or_path: str, *, scale: float | None = None) -> LoadedModel:
     if official:
         raise ModelError(official)
     known = sorted(set(files) | set(BASELINES))
+    import difflib
+
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise ModelError(f"unknown model {name!r}{hint} (see `sr models list`)")

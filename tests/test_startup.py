@@ -3,8 +3,11 @@
 `sr --version`, every `--help`, `sr models list`, `sr models info` of a baseline or with
 --header, `sr train --list` / `--print-config`, the man-page generator and usage errors (bad
 option, missing input, existing output)
-must run without torch, numpy, image decoders or rich's progress machinery, so that `sr` in a
-shell loop or a mistyped command answers at once. Each case runs in a fresh interpreter (the
+must run without torch, numpy, image decoders, rich (messages to a stderr that is not a
+terminal are written directly, see sr_cli.console.say) or pydantic (Typer's value checks;
+sr_cli.coercion checks the plain values without it), so that `sr` in a shell loop or a
+mistyped command answers at once. Sub-commands are built on first use (sr_cli.cli.COMMANDS):
+a command imports its own module only. Each case runs in a fresh interpreter (the
 test process itself has torch loaded): the harness below runs the Typer app in-process with
 the given arguments and reports which heavy modules ended up in ``sys.modules``.
 
@@ -25,7 +28,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 HEAVY = ("torch", "numpy", "PIL", "imageio", "tifffile", "safetensors", "scipy", "matplotlib",
-         "rich.progress", "rich.live", "sr_cli.archs.registry", "sr_cli.io.images")
+         "rich.progress", "rich.live", "sr_cli.archs.registry", "sr_cli.io.images",
+         "pydantic", "rich.console")
 
 # Runs in a fresh interpreter: argv[1] = JSON list of CLI arguments (or the word "manpages"),
 # argv[2] = file for the JSON result {"code", "heavy"}.
@@ -48,13 +52,15 @@ with open(result, "w") as fh:
 """
 
 
-def run_light(args: list[str] | str, tmp_path: Path, cwd: Path | None = None) -> dict:
-    """Run the app with ``args`` in a fresh interpreter; return {"code", "heavy", "stderr"}."""
+def run_light(args: list[str] | str, tmp_path: Path, cwd: Path | None = None,
+              modules: tuple[str, ...] = HEAVY) -> dict:
+    """Run the app with ``args`` in a fresh interpreter; return {"code", "heavy", "stderr"}
+    ("heavy": which of ``modules`` it imported)."""
     out = tmp_path / "startup_result.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run(
-        [sys.executable, "-c", HARNESS, json.dumps(args), str(out), json.dumps(HEAVY)],
+        [sys.executable, "-c", HARNESS, json.dumps(args), str(out), json.dumps(modules)],
         cwd=cwd or tmp_path, env=env, capture_output=True, text=True, timeout=120,
         stdin=subprocess.DEVNULL,
     )
@@ -192,3 +198,18 @@ def test_usage_errors_are_reported_before_heavy_imports(tmp_path):
         assert res["code"] == code, (args, res["stderr"])
         assert "sr: error:" in res["stderr"], (args, res["stderr"])
         assert res["heavy"] == [], f"sr {' '.join(args)} imported {res['heavy']}"
+
+
+COMMAND_MODULES = tuple(f"sr_cli.commands.{m}" for m in
+                        ("upscale", "degrade", "train", "interp", "score", "models", "fetch"))
+
+
+@pytest.mark.parametrize(("args", "imported"), [
+    (["--version"], []),
+    (["models", "list"], ["sr_cli.commands.fetch", "sr_cli.commands.models"]),
+    (["upscale", "--help"], ["sr_cli.commands.upscale"]),
+    (["score", "--no-such-option"], ["sr_cli.commands.score"]),
+], ids=" ".join)
+def test_a_command_imports_its_own_module_only(args, imported, tmp_path):
+    res = run_light(args, tmp_path, modules=COMMAND_MODULES)
+    assert res["heavy"] == imported, res["stderr"]

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import tomllib
 import typer
 
 from sr_cli.console import info, is_quiet, set_quiet, show_progress, stderr_console
@@ -16,6 +15,8 @@ from sr_cli.errors import UsageError
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; VALUE is read as TOML (numbers, true/false, lists, "strings")."""
+    import tomllib  # here: its regexes cost `sr train --help` a few ms
+
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import functools
 import os
 import re
-import secrets
-import socket
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -93,7 +91,21 @@ def check_output(path: str | os.PathLike[str]) -> None:
 
 
 # ------------------------------------------------------------------------ temporary files
-_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+@functools.cache
+def _host() -> str:
+    """This machine in temporary names: 6 hex digits of its host name's SHA-1."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def __getattr__(name: str) -> str:
+    if name == "_HOST":  # computed on first use: importing this module stays cheap
+        return _host()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.sr-(?P<pid>\d+)-(?P<host>[0-9a-f]{6})-[0-9a-z]+"
                       r"\.part$")
 STALE_SECONDS = 3600
@@ -103,7 +115,9 @@ changed for this long; on this host, once its process is gone."""
 
 def temp_name(target: Path) -> Path:
     """The temporary path beside ``target``: ``.NAME.sr-PID-HOST-RANDOM.part``."""
-    return target.with_name(f".{target.name}.sr-{os.getpid()}-{_HOST}-"
+    import secrets
+
+    return target.with_name(f".{target.name}.sr-{os.getpid()}-{_host()}-"
                             f"{secrets.token_hex(4)}.part")
 
 
@@ -145,7 +159,7 @@ def sweep_stale_temps(folder: str | os.PathLike[str], *, force: bool = False) ->
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 pid = int(m.group("pid"))
-                if m.group("host") == _HOST:  # this machine: the owner's PID decides
+                if m.group("host") == _host():  # this machine: the owner's PID decides
                     stale = pid != os.getpid() and not _pid_alive(pid)
                 else:  # another machine (shared folder): untouched for an hour
                     stale = now - st.st_mtime > STALE_SECONDS
