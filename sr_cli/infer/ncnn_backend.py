@@ -70,7 +70,8 @@ def _why_not(device: torch.device, precision: str, net: nn.Module, compile: bool
     if compile:
         return "--compile is a PyTorch option"
     if not exportable(net):
-        return f"{type(net).__name__} has no ncnn export (SRVGGNetCompact, RRDBNet, SRResNet, SRCNN do)"
+        return (f"{type(net).__name__} has no ncnn export (SRVGGNetCompact, RRDBNet, "
+                "SRResNet and SRCNN have)")
     if ncnn_module() is None:
         return "the ncnn package is not installed (pip install ncnn)"
     return None

@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,7 +169,7 @@ def _plain(x: Tensor, body: Body) -> Tensor:
 # --------------------------------------------------------------------------- architectures
 
 
-def _srvgg(net: nn.Module) -> Export | None:
+def _srvgg(net: Any) -> Export | None:
     g = Graph()
     x = g.input()
     y = x
@@ -196,7 +197,7 @@ def _srvgg(net: nn.Module) -> Export | None:
     return Export(g.param(), g.blob(), wrap)
 
 
-def _rrdbnet(net: nn.Module) -> Export | None:
+def _rrdbnet(net: Any) -> Export | None:
     g = Graph()
     slope = float(net.lrelu.negative_slope)
     first = g.conv(g.input(), net.conv_first.weight, net.conv_first.bias)
@@ -235,8 +236,9 @@ def fold_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor | None]:
     b = conv.bias.detach().double() if conv.bias is not None else None
     if isinstance(bn, nn.Identity):
         return w, b
-    if not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None:
-        raise ValueError("only eval-mode BatchNorm2d folds")
+    if (not isinstance(bn, nn.BatchNorm2d) or bn.running_var is None
+            or bn.running_mean is None):
+        raise ValueError("only eval-mode BatchNorm2d with running statistics folds")
     scale = bn.running_var.double().add(bn.eps).rsqrt()
     if bn.weight is not None:
         scale = scale * bn.weight.double()
@@ -247,7 +249,7 @@ def fold_bn(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor | None]:
     return w * scale.view(-1, 1, 1, 1), b
 
 
-def _srresnet(net: nn.Module) -> Export | None:
+def _srresnet(net: Any) -> Export | None:
     g = Graph()
     first = g.prelu(g.conv(g.input(), net.conv_first.weight, net.conv_first.bias),
                     net.act_first.weight)
@@ -265,7 +267,7 @@ def _srresnet(net: nn.Module) -> Export | None:
     return Export(g.param(), g.blob(), _plain)
 
 
-def _srcnn(net: nn.Module) -> Export | None:
+def _srcnn(net: Any) -> Export | None:
     g = Graph()
     y = g.input()
     for k, conv in enumerate((net.conv1, net.conv2, net.conv3)):
@@ -281,7 +283,7 @@ def _srcnn(net: nn.Module) -> Export | None:
     return Export(g.param(), g.blob(), net.forward_with)
 
 
-def _exporters() -> dict[type, Callable[[nn.Module], Export | None]]:
+def _exporters() -> dict[type, Callable[[Any], Export | None]]:
     from sr_cli.archs.rrdbnet import RRDBNet
     from sr_cli.archs.srcnn import SRCNN
     from sr_cli.archs.srresnet import SRResNet
