@@ -1,7 +1,8 @@
 """Upscaling speed on this machine: sr's engines against a plain PyTorch forward and ncnn.
 
     OMP_NUM_THREADS=1 python benchmarks/upscale.py            # threads from the environment
-    python benchmarks/upscale.py --threads 1,2 [--quick] [--nets srvgg,rrdbnet,srresnet]
+    python benchmarks/upscale.py --threads 1,2 [--quick] [--size-factor 0.5] [--rounds 5]
+                                 [--nets srvgg,rrdbnet,srresnet] [--tiled]
     python benchmarks/upscale.py --tiling                     # auto-tile overhead figures
 
 Networks (random weights: speed does not depend on them): SRVGGNetCompact x4 (16 convs, 320x320
@@ -228,6 +229,8 @@ def main() -> None:
                     help="comma-separated thread counts (default: torch's, e.g. from "
                          "OMP_NUM_THREADS)")
     ap.add_argument("--rounds", type=int, default=0, help="timing rounds (0 = 3, quick 2)")
+    ap.add_argument("--size-factor", type=float, default=1.0,
+                    help="scale the input sizes (e.g. 0.5 on a busy machine)")
     ap.add_argument("--nets", default=",".join(NETS), help="srvgg,rrdbnet,srresnet")
     ap.add_argument("--ncnn-dir", default=NCNN_DIR, help="official ncnn .param/.bin files")
     ap.add_argument("--tiled", action="store_true", help="add the tiled sr ncnn row")
@@ -246,6 +249,8 @@ def main() -> None:
     rounds = args.rounds or (2 if args.quick else 3)
     for key in [k.strip() for k in args.nets.split(",") if k.strip()]:
         size = NETS[key][5 if args.quick else 4]
+        size = (max(8, round(size[0] * args.size_factor)),
+                max(8, round(size[1] * args.size_factor)))
         for th in threads:
             bench(key, size, th, rounds, Path(args.ncnn_dir), args.tiled, nb)
 

@@ -4,12 +4,13 @@ contract as the PyTorch network it replaces.
 
 ``--engine`` (``InferenceOptions.engine``):
 
-``auto``   ncnn for fp32 inference on the CPU when the ``ncnn`` package imports and the
-           architecture exports (SRVGGNetCompact, RRDBNet, SRResNet, SRCNN) and ``--compile``
-           is off; PyTorch otherwise.
+``auto``   ncnn for fp32 inference on the CPU when the ``ncnn`` package imports, the network
+           is one where ncnn measured faster (:data:`AUTO_NETS`: SRVGGNetCompact, RRDBNet) and
+           ``--compile`` is off; PyTorch otherwise.
 ``torch``  always PyTorch.
-``ncnn``   ncnn, or a usage error saying why it cannot run (not the CPU, not fp32, package
-           missing, architecture not exportable).
+``ncnn``   ncnn for every architecture that exports (also SRResNet, SRCNN), or a usage error
+           saying why it cannot run (not the CPU, not fp32, package missing, architecture not
+           exportable).
 
 Each network is exported once per process (cached on the network object). ncnn's thread count
 follows PyTorch's (``--threads`` / ``torch.set_num_threads``), read at every forward pass.
@@ -33,6 +34,11 @@ from sr_cli.errors import ModelError, UsageError
 from sr_cli.infer.ncnn_export import INPUT, OUTPUT, Export, export, exportable
 
 ENGINES = ("auto", "torch", "ncnn")
+AUTO_NETS = ("SRVGGNetCompact", "RRDBNet")
+"""The networks ``auto`` gives to ncnn: those where ncnn measured faster than PyTorch here
+(benchmarks/upscale.py, README "CPU engines"). SRResNet (its 9x9 ``conv_last`` stays in PyTorch)
+measured about even and SRCNN (9x9/5x5 convolutions, im2col in ncnn) slower, so they run on
+PyTorch unless ``--engine ncnn`` is given."""
 
 
 @cache
@@ -55,11 +61,11 @@ def resolve_engine(requested: str, device: torch.device, precision: str, net: nn
     if req == "torch":
         return "torch"
     why = _why_not(device, precision, net, compile)
-    if why is None:
-        return "ncnn"
     if req == "ncnn":
-        raise UsageError(f"--engine ncnn: {why}; use --engine torch or auto")
-    return "torch"
+        if why is not None:
+            raise UsageError(f"--engine ncnn: {why}; use --engine torch or auto")
+        return "ncnn"
+    return "ncnn" if why is None and type(net).__name__ in AUTO_NETS else "torch"
 
 
 def _why_not(device: torch.device, precision: str, net: nn.Module, compile: bool) -> str | None:
@@ -123,7 +129,7 @@ class NcnnNetwork(nn.Module):
         """The ncnn graph on a batch, one image at a time."""
         xs = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outs = [self._extract(np.ascontiguousarray(xs[i])) for i in range(xs.shape[0])]
-        return torch.from_numpy(np.stack(outs))
+        return torch.from_numpy(outs[0][None] if len(outs) == 1 else np.stack(outs))
 
     def forward(self, x: Tensor) -> Tensor:
         return self._wrap(x, self.body)
