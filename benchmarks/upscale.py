@@ -19,7 +19,8 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
                     default /work/runs/teacher or $SR_NCNN_MODELS; third-party files, never in
                     the repository), else on sr's exported graph (``ncnn exported``): ncnn
-                    without sr's path around it
+                    without sr's path around it (SRResNet: ``ncnn exported+wrap``, with its
+                    last 9x9 convolution in PyTorch as sr runs it)
   sr bf16           only where oneDNN has native bf16 (emulated bf16 is 16-22x slower)
 
 Without the ncnn package the ncnn rows are skipped (``pip install ncnn``). Nothing here is a
@@ -47,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from sr_cli.archs import build  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
-from sr_cli.infer.ncnn_export import export  # noqa: E402
+from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
 from sr_cli.zoo import LoadedModel  # noqa: E402
 
 NETS = {
@@ -90,6 +91,24 @@ def _ncnn_runner(param: str, weights: str, x: np.ndarray, threads: int
         return np.clip(np.array(y) * 255, 0, 255).round().astype(np.uint8)
 
     run.net = net  # type: ignore[attr-defined]  # keep it alive
+    return run
+
+
+def _wrapped(net, exp, x: torch.Tensor) -> Callable[[], object]:
+    """Bare ncnn on an exported graph, with the export's PyTorch steps around it."""
+    ncnn = ncnn_module()
+    assert ncnn is not None
+
+    def body(t: torch.Tensor) -> torch.Tensor:
+        ex = net.create_extractor()
+        ex.input("data", ncnn.Mat(np.ascontiguousarray(t[0].numpy())))
+        _, y = ex.extract("output")
+        return torch.from_numpy(np.array(y))[None]
+
+    def run() -> object:
+        y = exp.wrap(x, body)
+        return y.clamp_(0, 1).mul_(255).round_().byte()[0].permute(1, 2, 0).numpy()
+
     return run
 
 
@@ -160,8 +179,10 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
             (tmp / "n.param").write_text(exp.param)
             (tmp / "n.bin").write_bytes(exp.weights)
             run = _ncnn_runner(str(tmp / "n.param"), str(tmp / "n.bin"), xn, threads)
-            if run is not None:
+            if run is not None and exp.wrap is _plain:
                 fns["ncnn exported fp32"] = run
+            elif run is not None:  # torch steps around the graph (SRResNet's conv_last)
+                fns["ncnn exported+wrap fp32"] = _wrapped(run.net, exp, x)  # type: ignore[attr-defined]
     if bf16:
         fns["sr torch bf16"] = sr("torch", "bf16")
     with torch.no_grad():
