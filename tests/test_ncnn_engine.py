@@ -33,6 +33,7 @@ CASES = [
     ("srvgg", {"num_feat": 32, "num_conv": 3, "upscale": 4}, 3, (19, 23)),
     ("srvgg", {"num_feat": 16, "num_conv": 2, "upscale": 2, "act_type": "leakyrelu"}, 3,
      (17, 21)),
+    ("srvgg", {"num_feat": 8, "num_conv": 2, "upscale": 3, "act_type": "relu"}, 3, (37, 41)),
     ("srvgg", {"num_feat": 16, "num_conv": 2, "upscale": 4, "out_scale": 3}, 3, (13, 15)),
     ("rrdbnet", {"num_feat": 16, "num_block": 2, "num_grow_ch": 8, "scale": 4}, 3, (15, 19)),
     ("rrdbnet", {"num_feat": 16, "num_block": 1, "num_grow_ch": 8, "scale": 2}, 3, (14, 18)),
