@@ -237,9 +237,16 @@ def test_cli_summary_names_engine_and_export_is_cached(runner, tmp_path, make_im
         assert summary["engine"] == ("ncnn" if engine == "auto" else "torch")
         outs[engine] = iio.imread(dst).astype(int)
     assert np.abs(outs["auto"] - outs["torch"]).max() <= 1
-    # one export per network object per process
+    # one export per network object per process, again only when its weights change
     a = ncnn_backend.ncnn_network(model.net)
     assert ncnn_backend.ncnn_network(model.net) is a
+    x = torch.rand(1, 3, 6, 7)
+    before = a(x)
+    with torch.no_grad():
+        model.net.body[-1].bias.add_(0.25)
+    b = ncnn_backend.ncnn_network(model.net)
+    assert b is not a
+    assert torch.allclose(b(x), before + 0.25, atol=1e-5)
 
 
 def test_engine_option_documented(runner):

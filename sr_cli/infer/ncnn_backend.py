@@ -135,23 +135,36 @@ class NcnnNetwork(nn.Module):
         return self._wrap(x, self.body)
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, NcnnNetwork] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[float, ...], NcnnNetwork]] = (
+    weakref.WeakKeyDictionary())
 _CACHE_LOCK = threading.Lock()
+
+
+@torch.no_grad()
+def _fingerprint(net: nn.Module) -> tuple[float, ...]:
+    """A cheap summary of the weights (sum and L2 norm per tensor), so a network changed in
+    place after its export is exported again."""
+    ts = [t.detach() for t in [*net.parameters(), *net.buffers()] if t.is_floating_point()]
+    if not ts:
+        return ()
+    sums = torch.stack([t.sum() for t in ts] + [torch.linalg.vector_norm(t) for t in ts])
+    return tuple(sums.tolist())
 
 
 def ncnn_network(net: nn.Module) -> NcnnNetwork:
     """``net`` (a float32 network on the CPU) as an :class:`NcnnNetwork`, exported on first use
-    and cached for the process. Raises UsageError when it cannot be exported or ncnn is
-    missing."""
+    and cached for the process (exported again when its weights have changed since). Raises
+    UsageError when it cannot be exported or ncnn is missing."""
     with _CACHE_LOCK:
+        fp = _fingerprint(net)
         found = _CACHE.get(net)
-        if found is None:
+        if found is None or found[0] != fp:
             exp = export(net)
             if exp is None:
                 raise UsageError(f"{type(net).__name__} has no ncnn export")
-            found = NcnnNetwork(exp)
+            found = (fp, NcnnNetwork(exp))
             _CACHE[net] = found
-        return found
+        return found[1]
 
 
 def describe(engine: str) -> dict[str, Any]:
