@@ -1,136 +1,279 @@
-"""Upscaling throughput on this machine: sr's engine against a plain PyTorch forward.
+"""Upscaling speed on this machine: sr's engines against a plain PyTorch forward and ncnn.
 
-    python benchmarks/upscale.py [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/upscale.py            # threads from the environment
+    python benchmarks/upscale.py --threads 1,2 [--quick] [--size-factor 0.5] [--rounds 5]
+                                 [--nets srvgg,rrdbnet,srresnet] [--tiled]
+    python benchmarks/upscale.py --tiling                     # auto-tile overhead figures
 
-For RRDBNet-23 x4 and SRVGGNetCompact x4 (random weights: speed does not depend on them) it
-prints input megapixels/s and achieved GFLOP/s (2 x multiply-adds, from DESIGN.md's per-pixel
-counts) for:
-  baseline   plain NCHW fp32 forward under torch.no_grad (how Real-ESRGAN runs, tile 0)
-  sr fp32    sr's Upscaler.stream, fp32, channels_last, whole image (uint8 in, uint8 bands out)
-  sr bf16    sr's Upscaler.stream, --precision bf16 (CPU)
-  sr tiled   sr's Upscaler.stream at a forced tile size vs whole image (tiling overhead)
-RRDBNet's context comes from the weights (measured); random weights are given 40 px here, and
-the last lines print the measured context and tiling overhead of the shipped trained
-esrgan-psnr-x4.
-Ratios are against the baseline measured in the same run. Nothing here is a test.
+Networks (random weights: speed does not depend on them): SRVGGNetCompact x4 (16 convs, 320x320
+input), RRDBNet-23 x4 (x4plus, 120x125), SRResNet x4 (16 blocks with batch norm, 160x160).
+Rows (one image, uint8 in and out, inference only; engines alternate in rounds in one process,
+median [min-max] seconds; ratios of medians, of minimums in brackets):
+
+  torch cl fp32     plain channels-last fp32 forward under no_grad, then clamp and round to
+                    uint8: the baseline
+  sr torch fp32     sr's Upscaler.stream, ``--engine torch``, whole image (conversion, padding,
+                    clamp, checks): its overhead over the baseline is printed
+  sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
+  sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
+  ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
+                    default /work/runs/teacher or $SR_NCNN_MODELS; third-party files, never in
+                    the repository), else on sr's exported graph (``ncnn exported``): ncnn
+                    without sr's path around it (SRResNet: ``ncnn exported+wrap``, with its
+                    last 9x9 convolution in PyTorch as sr runs it)
+  sr bf16           only where oneDNN has native bf16 (emulated bf16 is 16-22x slower)
+
+Without the ncnn package the ncnn rows are skipped (``pip install ncnn``). Nothing here is a
+test.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import copy
+import dataclasses
+import os
+import statistics
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from sr_cli.archs import build
-from sr_cli.infer.engine import InferenceOptions, Upscaler
-from sr_cli.zoo import LoadedModel
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
+from sr_cli.archs import build  # noqa: E402
+from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
+from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
+from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
+from sr_cli.zoo import LoadedModel  # noqa: E402
+
+NETS = {
+    # key: (title, arch, hparams, official ncnn stem, input (h, w), quick input)
+    "srvgg": ("SRVGGNetCompact x4", "srvgg", {"num_conv": 16, "upscale": 4},
+              "realesr-animevideov3-x4", (320, 320), (96, 96)),
+    "rrdbnet": ("RRDBNet-23 x4", "rrdbnet", {"num_block": 23, "scale": 4}, "realesrgan-x4plus",
+                (120, 125), (40, 40)),
+    "srresnet": ("SRResNet x4 (BN)", "srresnet", {}, "", (160, 160), (64, 64)),
+}
 MACS_PER_PX = {"rrdbnet": 17_926_848, "srvgg": 619_200}
+NCNN_DIR = os.environ.get("SR_NCNN_MODELS", "/work/runs/teacher")
 
 
-def _time(fn, reps: int) -> float:
-    fn()  # warm-up
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
-def bench(arch: str, hp: dict, size: int, tile: int, reps: int) -> None:
+def _ncnn_runner(param: str, weights: str, x: np.ndarray, threads: int
+                 ) -> Callable[[], object] | None:
+    ncnn = ncnn_module()
+    if ncnn is None:
+        return None
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = threads
+    for k in ("use_bf16_storage", "use_bf16_packed", "use_fp16_storage", "use_fp16_packed",
+              "use_fp16_arithmetic"):
+        setattr(net.opt, k, False)
+    if net.load_param(param) or net.load_model(weights):
+        return None
+
+    def run() -> object:
+        ex = net.create_extractor()
+        ex.input("data", ncnn.Mat(x))
+        _, y = ex.extract("output")
+        return np.clip(np.array(y) * 255, 0, 255).round().astype(np.uint8)
+
+    run.net = net  # type: ignore[attr-defined]  # keep it alive
+    return run
+
+
+def _wrapped(net, exp, x: torch.Tensor) -> Callable[[], object]:
+    """Bare ncnn on an exported graph, with the export's PyTorch steps around it."""
+    ncnn = ncnn_module()
+    assert ncnn is not None
+
+    def body(t: torch.Tensor) -> torch.Tensor:
+        ex = net.create_extractor()
+        ex.input("data", ncnn.Mat(np.ascontiguousarray(t[0].numpy())))
+        _, y = ex.extract("output")
+        return torch.from_numpy(np.array(y))[None]
+
+    def run() -> object:
+        y = exp.wrap(x, body)
+        return y.clamp_(0, 1).mul_(255).round_().byte()[0].permute(1, 2, 0).numpy()
+
+    return run
+
+
+def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    for f in fns.values():
+        f()  # warm-up (oneDNN primitives, ncnn pipelines, the export)
+    res: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            res[k].append(time.perf_counter() - t0)
+    return res
+
+
+def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: Path,
+          tiled: bool, bf16: bool) -> None:
+    title, arch, hp, stem, _, _ = NETS[key]
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     net, desc = build(arch, **hp)
-    net.eval()
+    net.eval().requires_grad_(False)
+    if arch == "srresnet":  # trained-like batch-norm statistics (random init has 0/1)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
     if not desc.exact_context:  # random weights: a fixed stand-in for the measured context
-        import dataclasses
-
         desc = dataclasses.replace(desc, context=40)
-    model = LoadedModel(name=arch, net=net, desc=desc,
-                        metadata={"context": str(desc.context)}, source=None)
-    x = torch.rand(1, 3, size, size)
+    model = LoadedModel(name=arch, net=net, desc=desc, metadata={"context": str(desc.context)},
+                        source=None)
+    h, w = size
+    x = torch.rand(1, 3, h, w)
     img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    mpx = size * size / 1e6
-    flops = 2 * MACS_PER_PX[arch] * size * size
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255  # the same pixels
+    xc = x.contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
-    def baseline() -> None:
-        with torch.no_grad():
-            net(x).clamp_(0, 1).mul_(255).round_().byte()
+    def baseline() -> object:
+        y = plain(xc).clamp_(0, 1).mul_(255).round_().byte()
+        return y[0].permute(1, 2, 0).numpy()
 
-    rows = [("baseline NCHW fp32", _time(baseline, reps))]
-    for prec in ("fp32", "bf16"):
-        up = Upscaler(model, InferenceOptions(device="cpu", precision=prec, tile=0))
-        rows.append((f"sr {prec} whole", _time(lambda up=up: up.stream(img).collect(), reps)))
-    up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=tile))
-    rows.append((f"sr fp32 tile {tile}", _time(lambda: up.stream(img).collect(), reps)))
-    base = rows[0][1]
-    print(f"\n{arch} {hp} input {size}x{size} ({mpx:.3f} MP), context {desc.context}px")
-    print(f"{'variant':24s} {'seconds':>8s} {'MP/s':>8s} {'GFLOP/s':>8s} {'vs base':>8s}")
-    for name, sec in rows:
-        print(f"{name:24s} {sec:8.3f} {mpx / sec:8.4f} {flops / sec / 1e9:8.1f} "
-              f"{base / sec:7.2f}x")
-    whole = rows[1][1]
-    planned = _planned_overhead(desc, tile, size, size)
-    print(f"tiling overhead at tile {tile}: measured {rows[-1][1] / whole - 1:+.1%}, "
-          f"computed-pixel ratio of the plan {planned:+.1%}")
-    # At the auto tile size (what users get), images large enough to be tiled at all take
-    # minutes per image here, so report the plan's computed-pixel overhead, which the measured
-    # line above shows to predict the time overhead.
-    up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32"))
-    for w, h in ((1920, 1080), (3840, 2160), (7680, 4320)):
-        t = up.auto_tile(h, w)
-        print(f"auto tile for {w}x{h}: {t or 'whole image'}; "
-              f"overhead {_planned_overhead(desc, t, h, w):+.1%} computed pixels")
+    fns: dict[str, Callable[[], object]] = {"torch cl fp32": baseline}
+
+    def sr(engine: str, prec: str = "fp32", tile: int = 0) -> Callable[[], object]:
+        up = Upscaler(model, InferenceOptions(device="cpu", precision=prec, tile=tile,
+                                              engine=engine))
+        return lambda: up.stream(img).collect()
+
+    fns["sr torch fp32"] = sr("torch")
+    has_ncnn = ncnn_module() is not None
+    if has_ncnn:
+        fns["sr ncnn fp32"] = sr("ncnn")
+        if tiled:
+            fns[f"sr ncnn tiled {max(h, w) // 2}"] = sr("ncnn", tile=max(h, w) // 2)
+        xn = x[0].numpy().copy()
+        param, weights = ncnn_dir / f"{stem}.param", ncnn_dir / f"{stem}.bin"
+        official = (_ncnn_runner(str(param), str(weights), xn, threads)
+                    if stem and param.is_file() and weights.is_file() else None)
+        if official is not None:
+            fns["ncnn official fp32"] = official
+        else:
+            import tempfile
+
+            exp = export(net)
+            assert exp is not None
+            tmp = Path(tempfile.mkdtemp(prefix="sr-bench-"))
+            (tmp / "n.param").write_text(exp.param)
+            (tmp / "n.bin").write_bytes(exp.weights)
+            run = _ncnn_runner(str(tmp / "n.param"), str(tmp / "n.bin"), xn, threads)
+            if run is not None and exp.wrap is _plain:
+                fns["ncnn exported fp32"] = run
+            elif run is not None:  # torch steps around the graph (SRResNet's conv_last)
+                fns["ncnn exported+wrap fp32"] = _wrapped(run.net, exp, x)  # type: ignore[attr-defined]
+    if bf16:
+        fns["sr torch bf16"] = sr("torch", "bf16")
+    with torch.no_grad():
+        res = _time_rounds(fns, rounds)
+    med = {k: statistics.median(v) for k, v in res.items()}
+    mn = {k: min(v) for k, v in res.items()}
+    base = "torch cl fp32"
+    nc = next((k for k in res if k.startswith("ncnn ")), None)
+    flops = 2 * MACS_PER_PX.get(arch, 0) * h * w
+    print(f"\n{title}, input {w}x{h}, {threads} thread(s), {rounds} rounds")
+    print(f"{'engine':22s} {'median s':>9s} {'range s':>15s} {'GFLOP/s':>8s} "
+          f"{'vs torch cl':>17s} {'vs ' + (nc or 'ncnn'):>24s}")
+    for k, v in res.items():
+        gf = f"{flops / med[k] / 1e9:8.1f}" if flops else f"{'-':>8s}"
+        vs_nc = (f"{med[nc] / med[k]:13.2f}x ({mn[nc] / mn[k]:.2f}x)" if nc
+                 else f"{'-':>24s}")
+        print(f"{k:22s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} {gf} "
+              f"{med[base] / med[k]:8.2f}x ({mn[base] / mn[k]:.2f}x) {vs_nc}")
+    print(f"sr torch overhead over the bare forward: median "
+          f"{med['sr torch fp32'] / med[base] - 1:+.1%}, of minimums "
+          f"{mn['sr torch fp32'] / mn[base] - 1:+.1%}")
+    if has_ncnn and nc:
+        print(f"sr ncnn overhead over bare ncnn ({nc}): median "
+              f"{med['sr ncnn fp32'] / med[nc] - 1:+.1%}, of minimums "
+              f"{mn['sr ncnn fp32'] / mn[nc] - 1:+.1%}")
+    if not has_ncnn:
+        print("(ncnn rows skipped: pip install ncnn)")
 
 
-def trained_rrdb() -> None:
-    """Measured context and tiling overhead of the shipped trained RRDBNet."""
-    from pathlib import Path
-
+def tiling() -> None:
+    """Planned auto-tile overhead (computed pixels) and the shipped RRDBNet's context."""
     from sr_cli import zoo
     from sr_cli.infer.context import measure_context
-
-    path = Path(__file__).resolve().parents[1] / "models" / "esrgan-psnr-x4.safetensors"
-    if not path.is_file():
-        return
-    lm = zoo.load_model(str(path))
-    t0 = time.perf_counter()
-    ctx = measure_context(lm.net, lm.desc)
-    probe = time.perf_counter() - t0
-    print(f"\ntrained {path.stem} (RRDBNet 6x32): measured context {ctx}px "
-          f"(metadata {lm.metadata.get('context')}, probe {probe:.1f}s)")
-    for t in (32, 64, 96, 128, 256):
-        print(f"  tile {t}: overhead {_planned_overhead(lm.desc, t, 1080, 1920):+.1%} computed "
-              f"pixels (1920x1080)")
-    up = Upscaler(lm, InferenceOptions(device="cpu", precision="fp32"))
-    t = up.auto_tile(1080, 1920)
-    print(f"  auto tile {t or 'whole'}: overhead {_planned_overhead(lm.desc, t, 1080, 1920):+.1%}")
-
-
-def _planned_overhead(desc, tile: int, h: int, w: int) -> float:
     from sr_cli.infer.tiling import plan_tiles
 
-    tiles = plan_tiles(h, w, tile, desc.context, max(1, desc.size_multiple))
-    computed = sum((t.py1 - t.py0) * (t.px1 - t.px0) for t in tiles)
-    return computed / (h * w) - 1
+    def planned(desc, t: int, h: int, w: int) -> float:
+        tiles = plan_tiles(h, w, t, desc.context if t else 0, max(1, desc.size_multiple))
+        return sum((t_.py1 - t_.py0) * (t_.px1 - t_.px0) for t_ in tiles) / (h * w) - 1
+
+    for name in ("srvgg", "rrdbnet"):
+        _, arch, hp, _, _, _ = NETS[name]
+        net, desc = build(arch, **hp)
+        if not desc.exact_context:
+            desc = dataclasses.replace(desc, context=40)
+        model = LoadedModel(name=arch, net=net.eval(), desc=desc,
+                            metadata={"context": str(desc.context)}, source=None)
+        up = Upscaler(model, InferenceOptions(device="cpu", precision="fp32"))
+        for w, h in ((1920, 1080), (3840, 2160), (7680, 4320)):
+            t = up.auto_tile(h, w)
+            print(f"{name}: auto tile for {w}x{h}: {t or 'whole image'}; overhead "
+                  f"{planned(desc, t, h, w):+.1%} computed pixels")
+    path = REPO / "models" / "esrgan-psnr-x4.safetensors"
+    if path.is_file():
+        lm = zoo.load_model(str(path))
+        t0 = time.perf_counter()
+        ctx = measure_context(lm.net, lm.desc)
+        print(f"trained {path.stem}: measured context {ctx}px (metadata "
+              f"{lm.metadata.get('context')}, probe {time.perf_counter() - t0:.1f}s)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small inputs, one repetition")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--quick", action="store_true", help="small inputs, 2 rounds")
+    ap.add_argument("--threads", default="",
+                    help="comma-separated thread counts (default: torch's, e.g. from "
+                         "OMP_NUM_THREADS)")
+    ap.add_argument("--rounds", type=int, default=0, help="timing rounds (0 = 3, quick 2)")
+    ap.add_argument("--size-factor", type=float, default=1.0,
+                    help="scale the input sizes (e.g. 0.5 on a busy machine)")
+    ap.add_argument("--nets", default=",".join(NETS), help="srvgg,rrdbnet,srresnet")
+    ap.add_argument("--ncnn-dir", default=NCNN_DIR, help="official ncnn .param/.bin files")
+    ap.add_argument("--tiled", action="store_true", help="add the tiled sr ncnn row")
+    ap.add_argument("--tiling", action="store_true", help="only the auto-tile figures")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    reps = 1 if args.quick else 3
-    bench("srvgg", {"num_conv": 16, "upscale": 4}, 128 if args.quick else 256,
-          96 if args.quick else 192, reps)
-    bench("rrdbnet", {"num_block": 23, "scale": 4}, 48 if args.quick else 96,
-          32 if args.quick else 64, reps)
-    trained_rrdb()
+    nb = native_bf16()
+    mod = ncnn_module()
+    print(f"torch {torch.__version__}, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if nb else 'no'}, "
+          f"ncnn {getattr(mod, '__version__', 'not installed')}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.tiling:
+        tiling()
+        return
+    threads = [int(t) for t in args.threads.split(",") if t] or [torch.get_num_threads()]
+    rounds = args.rounds or (2 if args.quick else 3)
+    for key in [k.strip() for k in args.nets.split(",") if k.strip()]:
+        size = NETS[key][5 if args.quick else 4]
+        size = (max(8, round(size[0] * args.size_factor)),
+                max(8, round(size[1] * args.size_factor)))
+        for th in threads:
+            bench(key, size, th, rounds, Path(args.ncnn_dir), args.tiled, nb)
 
 
 if __name__ == "__main__":

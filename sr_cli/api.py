@@ -19,6 +19,7 @@ def upscale(
     precision: str = "auto",
     alpha: str = "model",
     tta: bool = False,
+    engine: str = "auto",
 ) -> np.ndarray:
     """Upscale an image array.
 
@@ -28,7 +29,7 @@ def upscale(
         model: zoo name or weights path; ``"default"`` = the zoo's default model.
         scale: output factor (default: the model's native scale).
         tile: tile size (None = auto, 0 = whole image).
-        device, precision, alpha, tta: as in ``sr upscale``.
+        device, precision, alpha, tta, engine: as in ``sr upscale``.
 
     Returns:
         The upscaled array, same dtype and channel count.
@@ -41,5 +42,5 @@ def upscale(
     name = zoo.default_model_name() if model == "default" else model
     loaded: Any = zoo.load_model(name, scale=scale)
     up = Upscaler(loaded, InferenceOptions(device=device, precision=precision, tile=tile,
-                                           alpha=alpha, tta=tta))
+                                           alpha=alpha, tta=tta, engine=engine))
     return up.upscale_array(array, scale)

@@ -18,6 +18,7 @@ Differences from the paper, on purpose:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -94,13 +95,20 @@ class SRCNN(nn.Module):
         return self.conv3(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with(x, self._net)
+
+    def forward_with(
+        self, x: torch.Tensor, body: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """``forward`` with ``body`` in place of the three convolutions (e.g. their ncnn
+        graph, :mod:`sr_cli.infer.ncnn_export`): the upsampling and YCbCr steps stay here."""
         c = x.shape[1]
         up = imresize(x, scale=float(self.scale), kernel="cubic")
         if c == self.in_channels:
-            return self._net(up)
+            return body(up)
         if self.in_channels == 1 and c == 3:
             ycc = rgb_to_ycbcr(up)
-            y = self._net(ycc[:, :1])
+            y = body(ycc[:, :1])
             return ycbcr_to_rgb(torch.cat([y, ycc[:, 1:]], dim=1))
         raise InputError(f"SRCNN with {self.in_channels} channel(s) cannot take {c}-channel input")
 

@@ -175,6 +175,13 @@ def upscale(
         bool, typer.Option("--compile", help="Run the network through torch.compile (a "
                            "slow first image, faster after; mostly useful on CUDA).")
     ] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="Who runs fp32 inference on the CPU: auto (ncnn "
+                          "when the ncnn package is installed and the architecture exports to "
+                          "it: SRVGGNetCompact, RRDBNet, SRResNet, SRCNN; else torch), torch, "
+                          "ncnn. ncnn uses --threads too. The --json summary names the engine "
+                          "that ran.")
+    ] = "auto",
 ) -> None:
     """Upscale images (and videos) with a super-resolution model.
 
@@ -237,7 +244,7 @@ def upscale(
     loaded = _load_models(model or [], mix, scale)
     opts = InferenceOptions(device=part.device(device), precision=precision, tile=tile,
                             tile_batch=tile_batch, channels_last=channels_last, alpha=alpha,
-                            tta=tta, compile=compile_net)
+                            tta=tta, compile=compile_net, engine=engine)
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
 
     if video:
@@ -386,6 +393,7 @@ def _run_jobs(
         "scale": scale_json(scale if scale is not None else upscaler.default_scale),
         "device": str(upscaler.device),
         "precision": upscaler.precision,
+        "engine": upscaler.engine,
         "tta": upscaler.options.tta,
         "files": files,
         "ok": sum(r["status"] == "ok" for r in files),

@@ -52,6 +52,8 @@ class InferenceOptions:
         tta: x8 self-ensemble (flips and 90-degree rotations, outputs averaged; 8x the
             compute), see :mod:`sr_cli.infer.tta`.
         compile: run the network through ``torch.compile`` (helps on CUDA for long runs).
+        engine: ``auto``, ``torch`` or ``ncnn``: who runs fp32 CPU inference
+            (see :mod:`sr_cli.infer.ncnn_backend`; ``auto`` = ncnn when it can).
     """
 
     device: str = "auto"
@@ -63,6 +65,7 @@ class InferenceOptions:
     memory_fraction: float = 0.5
     tta: bool = False
     compile: bool = False
+    engine: str = "auto"
 
 
 def check_output_size(
@@ -169,6 +172,10 @@ class Upscaler:
         self.precision = resolve_precision(
             self.options.precision, self.device, model.desc.supports_half
         )
+        from sr_cli.infer.ncnn_backend import resolve_engine
+
+        self.engine = resolve_engine(self.options.engine, self.device, self.precision,
+                                     model.net, compile=self.options.compile)
         self.on_warning = on_warning
         self._nets: dict[str, torch.nn.Module] = {}
         self._lock = threading.Lock()
@@ -183,12 +190,18 @@ class Upscaler:
         return int(self.model.desc.scale)
 
     def _memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.options.channels_last else torch.contiguous_format
+        if self.options.channels_last and self.engine != "ncnn":
+            return torch.channels_last
+        return torch.contiguous_format
 
     def _net(self, precision: str) -> torch.nn.Module:
         with self._lock:
             net = self._nets.get(precision)
-            if net is None:
+            if net is None and self.engine == "ncnn" and precision == "fp32":
+                from sr_cli.infer.ncnn_backend import ncnn_network
+
+                net = ncnn_network(self.model.net)  # exported once per process
+            elif net is None:
                 net = copy.deepcopy(self.model.net).eval()
                 net = net.to(device=self.device, dtype=DTYPES[precision])
                 net = net.to(memory_format=self._memory_format())  # type: ignore[call-overload]
@@ -198,6 +211,7 @@ class Upscaler:
                     p.requires_grad_(False)
                 if self.options.compile:
                     net = torch.compile(net, dynamic=True)  # type: ignore[assignment]
+            if precision not in self._nets:
                 if self.options.tta:
                     from sr_cli.infer.tta import SelfEnsemble
 

@@ -661,7 +661,7 @@ def upscale_videos(
         "model": upscaler.model.name, "arch": d.arch, "native_scale": scale_json(d.scale),
         "scale": scale_json(scale if scale is not None else d.scale),
         "device": str(upscaler.device),
-        "precision": upscaler.precision, "files": records,
+        "precision": upscaler.precision, "engine": upscaler.engine, "files": records,
         "ok": sum(r["status"] == "ok" for r in records),
         "skipped": sum(r["status"] == "skipped" for r in records),
         "failed": len(failures), "seconds": round(time.perf_counter() - started, 4),
