@@ -23,6 +23,8 @@ DESCRIPTIONS: dict[str, str] = {
     "rrdbnet": "RRDBNet (ESRGAN / Real-ESRGAN generator): x1/x2/x4 (Real-ESRGAN), "
                "x1/x2/x8 (ESRGAN)",
     "srvgg": "SRVGGNetCompact (Real-ESRGAN compact, e.g. realesr-animevideov3)",
+    "span": "SPAN (Swift Parameter-free Attention Network, NTIRE 2024 efficient SR)",
+    "swinir": "SwinIR (Swin Transformer image restoration: classical, lightweight, real-world)",
     "realcugan": "Real-CUGAN (bilibili UpCunet x2/x3/x4: conservative, denoise, no-denoise, pro)",
     "omnisr": "OmniSR (Omni Aggregation Networks, lightweight SR, CVPR 2023)",
     "hat": "HAT (Hybrid Attention Transformer: HAT-S, HAT, HAT-L, Real-HAT-GAN), x1/x2/x3/x4/x8",
