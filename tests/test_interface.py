@@ -189,3 +189,31 @@ def test_readme_setup_command_writes_outside_the_repository(runner, tmp_path: Pa
     assert r.exit_code == 0, r.output
     assert iio.imread(tmp_path / Path(out).name).shape[:2] == tuple(
         4 * n for n in iio.imread(repo / src).shape[:2])
+
+
+def test_quiet_holds_for_one_invocation_only(runner, make_image, write_png,
+                                             tmp_path: Path) -> None:
+    """-q is per command: the next command run in the same process prints its notes again
+    (the guard resets the message settings at the start of every invocation)."""
+    src = write_png("in/a.png", make_image(16, 12, seed=3))
+    write_png("in/b.png", make_image(16, 12, seed=4))
+    r = runner.invoke(app, ["degrade", str(src), str(tmp_path / "q.png"), "-s", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == ""
+    r = runner.invoke(app, ["degrade", str(src), str(tmp_path / "n.png"), "-s", "2"])
+    assert r.exit_code == 0, r.output
+    assert "sr degrade: 1 image(s)" in r.stderr, r.stderr
+    # after a quiet run, commands whose notes used to inherit it (train, interp, fetch)
+    # print them again
+    for quiet_run in (["upscale", str(src.parent), str(tmp_path / "up"), "-m", "bicubic",
+                       "-s", "2", "-q"],
+                      ["train", "realesrnet", "--device", "cpu", "--print-config", "-q"]):
+        r = runner.invoke(app, quiet_run)
+        assert r.exit_code == 0 and r.stderr == "", r.output
+        r = runner.invoke(app, ["train", "realesrnet", "--device", "cpu", "--print-config"])
+        assert r.exit_code == 0, r.output
+        assert "training on a CPU" in r.stderr, r.stderr
+    r = runner.invoke(app, ["upscale", str(src.parent), str(tmp_path / "up2"), "-m", "bicubic",
+                            "-s", "2"])
+    assert r.exit_code == 0, r.output
+    assert "2 written" in r.stderr, r.stderr

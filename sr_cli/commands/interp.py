@@ -105,8 +105,6 @@ def interp(
     """
     from sr_cli.interp import parse_alphas
 
-    if quiet:
-        console.set_quiet(True)
     alphas = parse_alphas(alpha, extrapolate=extrapolate)
     if output is None:
         raise UsageError("give -o OUTPUT (a file for one alpha, a folder for several)")
