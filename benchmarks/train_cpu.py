@@ -5,7 +5,9 @@ process (stderr is not a terminal, so progress comes as lines), and prints:
 
 - peak RSS of the child (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, one child per run)
   and its CPU seconds (user + system: on a shared machine, wall time mostly measures the load);
-- seconds from start to the ``step 1/...`` line (imports, data decoding, model build, step 1);
+- seconds from start to the ``step 1/...`` line (imports, data decoding, model build, step 1),
+  as wall time and as the child's CPU time (user + system from ``/proc/PID/stat`` when the
+  line arrives; on a loaded machine the CPU figure is the one that compares across runs);
 - seconds per step from the speed note printed after step 3;
 - seconds from SIGINT (sent once the speed note appears) to exit, the exit code, and whether
   RUN/model.safetensors and checkpoint.pt exist afterwards.
@@ -46,6 +48,15 @@ def make_small(folder: Path, n: int = 8) -> None:
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -55,7 +66,7 @@ def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[st
         env = dict(os.environ, PYTHONPATH=str(REPO))
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        first = per_step = sigint_at = None
+        first = first_cpu = per_step = sigint_at = None
         lines = []
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -63,6 +74,7 @@ def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[st
             print("  |", line.rstrip(), file=sys.stderr)
             if first is None and re.match(r"sr: step 1/|step 1/", line.strip()):
                 first = time.perf_counter() - t0
+                first_cpu = _cpu_seconds(proc.pid)
             m = re.search(r"speed: ([0-9.]+) s/step", line)
             if m and sigint_at is None:
                 per_step = float(m.group(1))
@@ -73,7 +85,7 @@ def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[st
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         peak_kb = usage.ru_maxrss
         return {"cmd": " ".join(cmd[1:]), "cpu_s": usage.ru_utime + usage.ru_stime,
-                "first_step_s": first, "s_per_step": per_step,
+                "first_step_s": first, "first_step_cpu_s": first_cpu, "s_per_step": per_step,
                 "stop_after_sigint_s": stop_s, "exit": code, "peak_rss_gb": peak_kb / 2**20,
                 "model": (out / "model.safetensors").exists(),
                 "checkpoint": (out / "checkpoint.pt").exists()}
