@@ -217,3 +217,53 @@ def test_quiet_holds_for_one_invocation_only(runner, make_image, write_png,
                             "-s", "2"])
     assert r.exit_code == 0, r.output
     assert "2 written" in r.stderr, r.stderr
+
+
+def test_dash_is_stdin_and_stdout_for_every_command(runner, isolated_zoo, make_image, write_png,
+                                                    tmp_path: Path) -> None:
+    """'-' for stdin/stdout in upscale, degrade, score, interp and models convert; interp and
+    convert take the output as the last positional or -o, like upscale and degrade."""
+    import json
+
+    from sr_cli.zoo import read_weights
+
+    png = write_png("in.png", make_image(16, 12, seed=5)).read_bytes()
+    r = runner.invoke(app, ["upscale", "-", "-", "-m", "bicubic", "-s", "2"], input=png)
+    assert r.exit_code == 0, r.output
+    assert iio.imread(r.stdout_bytes).shape == (32, 24, 3)
+    r = runner.invoke(app, ["degrade", "-", "-", "-s", "2"], input=png)
+    assert r.exit_code == 0 and iio.imread(r.stdout_bytes).shape == (8, 6, 3), r.output
+    r = runner.invoke(app, ["score", "-", str(tmp_path / "in.png"), "--json"], input=png)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mean"]["ssim"] == 1.0  # the same image
+    # interp: A B OUTPUT == A B -o OUTPUT; --images to stdout
+    _zoo_model(isolated_zoo, "a-x2", 2, 30.0)
+    _zoo_model(isolated_zoo, "b-x2", 2, 31.0)
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", str(tmp_path / "p.safetensors"),
+                            "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", "-o", str(tmp_path / "o.safetensors"),
+                            "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    tp, to = (read_weights(tmp_path / f"{n}.safetensors")[0] for n in "po")
+    assert tp.keys() == to.keys() and all(tp[k].equal(to[k]) for k in tp)
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", str(tmp_path / "x.safetensors"), "-o",
+                            str(tmp_path / "y.safetensors")])
+    assert r.exit_code == 2, r.output
+    write_png("b.png", make_image(16, 12, seed=6))
+    r = runner.invoke(app, ["interp", "--images", str(tmp_path / "in.png"),
+                            str(tmp_path / "b.png"), "-", "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert iio.imread(r.stdout_bytes).shape == (16, 12, 3)
+    # models convert: SRC DST, SRC -o DST, '-' in and out
+    model = (isolated_zoo / "a-x2.safetensors").read_bytes()
+    r = runner.invoke(app, ["models", "convert", "-", "-"], input=model)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "c.safetensors").write_bytes(r.stdout_bytes)
+    r = runner.invoke(app, ["models", "convert", str(isolated_zoo / "a-x2.safetensors"), "-o",
+                            str(tmp_path / "d.safetensors")])
+    assert r.exit_code == 0, r.output
+    tc, td = (read_weights(tmp_path / f"{n}.safetensors")[0] for n in "cd")
+    assert tc.keys() == td.keys() and all(tc[k].equal(td[k]) for k in tc)
+    r = runner.invoke(app, ["models", "convert", "-", "-"], input=b"not a checkpoint")
+    assert r.exit_code == 4 and "<stdin>" in r.output and "sr-convert-" not in r.output, r.output
