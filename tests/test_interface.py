@@ -267,3 +267,69 @@ def test_dash_is_stdin_and_stdout_for_every_command(runner, isolated_zoo, make_i
     assert tc.keys() == td.keys() and all(tc[k].equal(td[k]) for k in tc)
     r = runner.invoke(app, ["models", "convert", "-", "-"], input=b"not a checkpoint")
     assert r.exit_code == 4 and "<stdin>" in r.output and "sr-convert-" not in r.output, r.output
+
+
+def _example_inputs(path: str, cwd: Path, make_image, shared: Path | None) -> list[str] | None:
+    """Create the files the example of `sr PATH --help` reads (in ``cwd``); extra arguments
+    that keep it short (None: the example needs the network)."""
+    import imageio.v3 as iio
+
+    def img(rel: str, h: int = 48, w: int = 40, seed: int = 0) -> None:
+        (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(cwd / rel, make_image(h, w, seed=seed))
+
+    if path == "upscale":
+        img("photo.jpg", 12, 10)
+    elif path == "degrade":
+        img("hr/a.png")
+    elif path == "score":
+        img("out/baby.png", seed=1)
+        img("Set5/HR/baby.png", seed=2)
+    elif path == "train":
+        img("train/a.png", 64, 64)
+        img("Set5/HR/b.png", 24, 24)
+        return ["--time-limit", "1", "--set", "val_every=1"]  # a real run, one second long
+    elif path == "models info":
+        if shared is None:
+            return None
+        (cwd / "weights").mkdir()
+        (cwd / "weights" / "realesr-animevideov3.pth").symlink_to(
+            shared / "weights" / "realesr-animevideov3.pth")
+    elif path == "models convert":
+        import torch
+
+        from sr_cli.archs import build
+
+        net, _ = build("rrdbnet", num_block=1, num_feat=8, num_grow_ch=4, scale=4)
+        torch.save({"params_ema": net.state_dict()}, cwd / "RealESRGAN_x4plus.pth")
+    elif path == "models fetch":
+        return None  # downloads: the only networked command
+    return []
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in _commands()])
+def test_every_help_example_runs(path: str, runner, make_image, tmp_path: Path,
+                                 monkeypatch) -> None:
+    """Each command's example, with small stand-ins for the files it names, runs to the end
+    (score: exit 5 is its threshold verdict). `sr models fetch` needs the network."""
+    from tests.conftest import SHARED
+
+    cmd = dict(_commands())[tuple(path.split())]
+    args = _example_args(cmd.help or "")[0]
+    monkeypatch.chdir(tmp_path)
+    shared = SHARED if (SHARED / "weights").is_dir() else None
+    extra = _example_inputs(path, tmp_path, make_image, shared)
+    if extra is None:
+        pytest.skip(f"sr {path}'s example needs "
+                    + ("the network" if path == "models fetch" else "../shared/weights"))
+    before = set(tmp_path.rglob("*"))
+    r = runner.invoke(app, [*args, *extra])
+    assert r.exit_code in ((0, 5) if path == "score" else (0,)), (args, r.output)
+    wrote = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before}
+    expected = {"upscale": "photo_x4.png", "degrade": "lr/a.png", "train":
+                "runs/srcnn/model.safetensors", "interp": "blend.safetensors",
+                "models convert": "realesrgan-x4plus.safetensors"}.get(path)
+    if expected:
+        assert expected in wrote, (args, sorted(wrote))
+    else:  # list, info, score: data on stdout
+        assert r.stdout.strip(), (args, r.output)

@@ -96,9 +96,10 @@ def interp(
 ) -> None:
     """Blend two networks of the same architecture (ESRGAN network interpolation).
 
-    Example: sr interp RRDB_PSNR_x4 RRDB_ESRGAN_x4 esrgan-0.8.safetensors --alpha 0.8
+    Example: sr interp esrgan-psnr-x4 esrgan-x4 blend.safetensors --alpha 0.8
 
-    The output is the last argument or -o/--output (-o esrgan-0.8.safetensors is the same).
+    The output is the last argument or -o/--output (-o blend.safetensors is the same). The
+    paper's own pair, after `sr models fetch`: sr interp RRDB_PSNR_x4 RRDB_ESRGAN_x4 ...
 
     Every tensor becomes (1 - alpha) * A + alpha * B, computed in float64 and rounded once,
     so alpha 0 and 1 reproduce A and B exactly. The result records both parents and alpha
