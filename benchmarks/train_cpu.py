@@ -17,6 +17,13 @@ Usage::
     python benchmarks/train_cpu.py --data ../shared/data/train            # the README example
     python benchmarks/train_cpu.py --data small/ --published              # the GPU recipe
     python benchmarks/train_cpu.py --make-small /tmp/hr8                  # 8 generated images
+    python benchmarks/train_cpu.py --data DIR --phases     # CPU seconds of each start-up phase
+
+``--phases`` runs the start-up of ``sr train realesrnet --scale 4`` (CPU-sized) in this process,
+phase by phase, with the loop's own pieces, and prints the CPU (``time.process_time``) and wall
+seconds of each: imports, listing/checking the data, building the generator, its EMA copy,
+the first ``torch.optim.Adam`` (imports ``torch._dynamo``), the degrader, the first two steps
+split into forward and backward, the export's tiling-context probe, and writing the checkpoint.
 """
 
 from __future__ import annotations
@@ -91,6 +98,69 @@ def run(recipe: str, data: Path, steps: int | None, extra: list[str]) -> dict[st
                 "checkpoint": (out / "checkpoint.pt").exists()}
 
 
+def phases(data: Path) -> None:
+    import io
+    import time
+
+    cpu, wall = time.process_time, time.perf_counter
+    mark = [cpu(), wall()]
+
+    def lap(name: str) -> None:
+        c, w = cpu(), wall()
+        print(f"{name:34s} cpu {c - mark[0]:7.2f} s   wall {w - mark[1]:7.2f} s", flush=True)
+        mark[:] = [cpu(), wall()]
+
+    import torch
+
+    from sr_cli.train.cpu import cpu_sized
+    from sr_cli.train.data import PairSource, TrainSet
+    from sr_cli.train.ema import EMA
+    from sr_cli.train.loop import _Degrader, _Pool, _step_generator, build_generator
+    from sr_cli.train.losses import pixel_loss
+    from sr_cli.train.recipes import recipe_config
+    lap("imports (torch, sr_cli.train)")
+    cfg, _ = cpu_sized(recipe_config("realesrnet", 4), set())
+    src = PairSource.build(data, None, scale=4, patch_size=cfg.patch_size,
+                           degradation=cfg.degradation, cache_mb=cfg.cache_mb, lazy=True)
+    lap(f"data: {src.count} images checked")
+    torch.manual_seed(0)
+    net, desc = build_generator(cfg)
+    net.train()
+    lap("build RRDBNet-23")
+    ema = EMA(net, cfg.ema)
+    lap("EMA copy")
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    lap("first torch.optim.Adam")
+    deg, pool = _Degrader(cfg.scale, cfg.patch_size, cfg.usm_gt), _Pool(cfg.pool_size)
+    ds = TrainSet(src, seed=0, rank=0, flip=True, rot90=True)
+    lap("degrader")
+    for step in range(2):
+        hr = torch.stack([ds[step * cfg.batch_size + b]["hr"] for b in range(cfg.batch_size)])
+        g = _step_generator(0, 0, step)
+        with torch.no_grad():
+            lq = deg.degrade(hr, g)
+        lq, hr = pool(lq, hr, g)
+        gt = deg.usm(hr)
+        lap(f"step {step + 1}: batch (decode) + degrade")
+        opt.zero_grad(set_to_none=True)
+        sr = net(lq)
+        lap(f"step {step + 1}: forward")
+        pixel_loss(sr, gt, "l1", on_y=False).backward()
+        lap(f"step {step + 1}: backward")
+        opt.step()
+        pool.commit()
+        ema.update(net)
+        lap(f"step {step + 1}: update + EMA")
+    from sr_cli.infer.context import measure_context
+
+    measure_context(ema.module, desc)
+    lap("tiling-context probe (export)")
+    buf = io.BytesIO()
+    torch.save({"net_g": net.state_dict(), "opt_g": opt.state_dict(),
+                "ema": ema.state_dict()}, buf)
+    lap(f"checkpoint to memory ({len(buf.getvalue()) / 2**20:.0f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path)
@@ -98,6 +168,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: the recipe's own")
     ap.add_argument("--published", action="store_true", help="the GPU-sized recipe")
     ap.add_argument("--make-small", type=Path, help="write 8 generated 480x320 images here")
+    ap.add_argument("--phases", action="store_true",
+                    help="CPU/wall seconds of each start-up phase, in this process")
     args = ap.parse_args()
     if args.make_small:
         make_small(args.make_small)
@@ -105,6 +177,9 @@ def main() -> None:
         return
     if args.data is None:
         ap.error("--data is required")
+    if args.phases:
+        phases(args.data)
+        return
     extra = ["--published"] if args.published else []
     r = run(args.recipe, args.data, args.steps, extra)
     for k, v in r.items():
