@@ -133,8 +133,12 @@ def guard(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        from sr_cli import console
         from sr_cli.io import atomic, stdio
 
+        # Per-invocation state, in this one place: -q/--quiet of this command (commands
+        # without the option are never quiet), new temporary-file registry, stdout wrapper.
+        console.begin_invocation(bool(kwargs.get("quiet", False)))
         atomic.begin_run()
         stdio.install()
         _install_signals()

@@ -64,6 +64,13 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def begin_invocation(quiet: bool = False) -> None:
+    """Start one command invocation's message settings: ``--quiet`` holds for this command
+    only. The CLI guard calls it before every command, so a ``-q`` never carries over to the
+    next command run in the same process (tests, the Python API, a notebook)."""
+    set_quiet(bool(quiet))
+
+
 def is_quiet() -> bool:
     return _quiet
 

@@ -543,11 +543,13 @@ def _load_file(path: Path, name: str | None, scale: float | None) -> LoadedModel
 
 
 def model_metadata(net: nn.Module, desc: Descriptor,
-                   metadata: Mapping[str, str] | None = None) -> dict[str, str]:
+                   metadata: Mapping[str, str] | None = None, *,
+                   measure_context: bool = True) -> dict[str, str]:
     """The ``__metadata__`` written by :func:`save_model` (the caller's keys win, except
     ``context``: for networks without an exact context it is measured here from ``net``'s
     weights, see :func:`sr_cli.infer.context.measure_context`; a copied value could belong to
-    other weights)."""
+    other weights). ``measure_context=False`` leaves it out (the probe runs several forward
+    passes: seconds of CPU for RRDBNet); the engine then measures it when the file is loaded."""
     meta = {
         "arch": desc.arch,
         "hparams": json.dumps(desc.hparams, sort_keys=True),
@@ -559,10 +561,10 @@ def model_metadata(net: nn.Module, desc: Descriptor,
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     meta.pop("context", None)
-    if not desc.exact_context:
-        from sr_cli.infer.context import measure_context
+    if not desc.exact_context and measure_context:
+        from sr_cli.infer.context import measure_context as measure
 
-        meta["context"] = str(measure_context(net, desc))
+        meta["context"] = str(measure(net, desc))
     return meta
 
 
@@ -571,16 +573,20 @@ def save_model(
     net: nn.Module,
     desc: Descriptor,
     metadata: Mapping[str, str] | None = None,
+    *,
+    measure_context: bool = True,
 ) -> None:
     """Write ``net``'s state dict as safetensors with metadata, atomically.
 
     Tensors are stored contiguous, on the CPU, in their dtype (fp32 for trained models);
-    non-string metadata values are JSON-encoded.
+    non-string metadata values are JSON-encoded. ``measure_context``: see
+    :func:`model_metadata` (False when the file must be written within seconds).
     """
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-    data = save(tensors, metadata=model_metadata(net, desc, metadata))
+    data = save(tensors, metadata=model_metadata(net, desc, metadata,
+                                                 measure_context=measure_context))
     atomic_write_bytes(path, data)
 
 

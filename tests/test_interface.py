@@ -189,3 +189,147 @@ def test_readme_setup_command_writes_outside_the_repository(runner, tmp_path: Pa
     assert r.exit_code == 0, r.output
     assert iio.imread(tmp_path / Path(out).name).shape[:2] == tuple(
         4 * n for n in iio.imread(repo / src).shape[:2])
+
+
+def test_quiet_holds_for_one_invocation_only(runner, make_image, write_png,
+                                             tmp_path: Path) -> None:
+    """-q is per command: the next command run in the same process prints its notes again
+    (the guard resets the message settings at the start of every invocation)."""
+    src = write_png("in/a.png", make_image(16, 12, seed=3))
+    write_png("in/b.png", make_image(16, 12, seed=4))
+    r = runner.invoke(app, ["degrade", str(src), str(tmp_path / "q.png"), "-s", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == ""
+    r = runner.invoke(app, ["degrade", str(src), str(tmp_path / "n.png"), "-s", "2"])
+    assert r.exit_code == 0, r.output
+    assert "sr degrade: 1 image(s)" in r.stderr, r.stderr
+    # after a quiet run, commands whose notes used to inherit it (train, interp, fetch)
+    # print them again
+    for quiet_run in (["upscale", str(src.parent), str(tmp_path / "up"), "-m", "bicubic",
+                       "-s", "2", "-q"],
+                      ["train", "realesrnet", "--device", "cpu", "--print-config", "-q"]):
+        r = runner.invoke(app, quiet_run)
+        assert r.exit_code == 0 and r.stderr == "", r.output
+        r = runner.invoke(app, ["train", "realesrnet", "--device", "cpu", "--print-config"])
+        assert r.exit_code == 0, r.output
+        assert "training on a CPU" in r.stderr, r.stderr
+    r = runner.invoke(app, ["upscale", str(src.parent), str(tmp_path / "up2"), "-m", "bicubic",
+                            "-s", "2"])
+    assert r.exit_code == 0, r.output
+    assert "2 written" in r.stderr, r.stderr
+
+
+def test_dash_is_stdin_and_stdout_for_every_command(runner, isolated_zoo, make_image, write_png,
+                                                    tmp_path: Path) -> None:
+    """'-' for stdin/stdout in upscale, degrade, score, interp and models convert; interp and
+    convert take the output as the last positional or -o, like upscale and degrade."""
+    import json
+
+    from sr_cli.zoo import read_weights
+
+    png = write_png("in.png", make_image(16, 12, seed=5)).read_bytes()
+    r = runner.invoke(app, ["upscale", "-", "-", "-m", "bicubic", "-s", "2"], input=png)
+    assert r.exit_code == 0, r.output
+    assert iio.imread(r.stdout_bytes).shape == (32, 24, 3)
+    r = runner.invoke(app, ["degrade", "-", "-", "-s", "2"], input=png)
+    assert r.exit_code == 0 and iio.imread(r.stdout_bytes).shape == (8, 6, 3), r.output
+    r = runner.invoke(app, ["score", "-", str(tmp_path / "in.png"), "--json"], input=png)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mean"]["ssim"] == 1.0  # the same image
+    # interp: A B OUTPUT == A B -o OUTPUT; --images to stdout
+    _zoo_model(isolated_zoo, "a-x2", 2, 30.0)
+    _zoo_model(isolated_zoo, "b-x2", 2, 31.0)
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", str(tmp_path / "p.safetensors"),
+                            "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", "-o", str(tmp_path / "o.safetensors"),
+                            "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    tp, to = (read_weights(tmp_path / f"{n}.safetensors")[0] for n in "po")
+    assert tp.keys() == to.keys() and all(tp[k].equal(to[k]) for k in tp)
+    r = runner.invoke(app, ["interp", "a-x2", "b-x2", str(tmp_path / "x.safetensors"), "-o",
+                            str(tmp_path / "y.safetensors")])
+    assert r.exit_code == 2, r.output
+    write_png("b.png", make_image(16, 12, seed=6))
+    r = runner.invoke(app, ["interp", "--images", str(tmp_path / "in.png"),
+                            str(tmp_path / "b.png"), "-", "--alpha", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert iio.imread(r.stdout_bytes).shape == (16, 12, 3)
+    # models convert: SRC DST, SRC -o DST, '-' in and out
+    model = (isolated_zoo / "a-x2.safetensors").read_bytes()
+    r = runner.invoke(app, ["models", "convert", "-", "-"], input=model)
+    assert r.exit_code == 0, r.output
+    (tmp_path / "c.safetensors").write_bytes(r.stdout_bytes)
+    r = runner.invoke(app, ["models", "convert", str(isolated_zoo / "a-x2.safetensors"), "-o",
+                            str(tmp_path / "d.safetensors")])
+    assert r.exit_code == 0, r.output
+    tc, td = (read_weights(tmp_path / f"{n}.safetensors")[0] for n in "cd")
+    assert tc.keys() == td.keys() and all(tc[k].equal(td[k]) for k in tc)
+    r = runner.invoke(app, ["models", "convert", "-", "-"], input=b"not a checkpoint")
+    assert r.exit_code == 4 and "<stdin>" in r.output and "sr-convert-" not in r.output, r.output
+
+
+def _example_inputs(path: str, cwd: Path, make_image, shared: Path | None) -> list[str] | None:
+    """Create the files the example of `sr PATH --help` reads (in ``cwd``); extra arguments
+    that keep it short (None: the example needs the network)."""
+    import imageio.v3 as iio
+
+    def img(rel: str, h: int = 48, w: int = 40, seed: int = 0) -> None:
+        (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(cwd / rel, make_image(h, w, seed=seed))
+
+    if path == "upscale":
+        img("photo.jpg", 12, 10)
+    elif path == "degrade":
+        img("hr/a.png")
+    elif path == "score":
+        img("out/baby.png", seed=1)
+        img("Set5/HR/baby.png", seed=2)
+    elif path == "train":
+        img("train/a.png", 64, 64)
+        img("Set5/HR/b.png", 24, 24)
+        return ["--time-limit", "1", "--set", "val_every=1"]  # a real run, one second long
+    elif path == "models info":
+        if shared is None:
+            return None
+        (cwd / "weights").mkdir()
+        (cwd / "weights" / "realesr-animevideov3.pth").symlink_to(
+            shared / "weights" / "realesr-animevideov3.pth")
+    elif path == "models convert":
+        import torch
+
+        from sr_cli.archs import build
+
+        net, _ = build("rrdbnet", num_block=1, num_feat=8, num_grow_ch=4, scale=4)
+        torch.save({"params_ema": net.state_dict()}, cwd / "RealESRGAN_x4plus.pth")
+    elif path == "models fetch":
+        return None  # downloads: the only networked command
+    return []
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p, _ in _commands()])
+def test_every_help_example_runs(path: str, runner, make_image, tmp_path: Path,
+                                 monkeypatch) -> None:
+    """Each command's example, with small stand-ins for the files it names, runs to the end
+    (score: exit 5 is its threshold verdict). `sr models fetch` needs the network."""
+    from tests.conftest import SHARED
+
+    cmd = dict(_commands())[tuple(path.split())]
+    args = _example_args(cmd.help or "")[0]
+    monkeypatch.chdir(tmp_path)
+    shared = SHARED if (SHARED / "weights").is_dir() else None
+    extra = _example_inputs(path, tmp_path, make_image, shared)
+    if extra is None:
+        pytest.skip(f"sr {path}'s example needs "
+                    + ("the network" if path == "models fetch" else "../shared/weights"))
+    before = set(tmp_path.rglob("*"))
+    r = runner.invoke(app, [*args, *extra])
+    assert r.exit_code in ((0, 5) if path == "score" else (0,)), (args, r.output)
+    wrote = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before}
+    expected = {"upscale": "photo_x4.png", "degrade": "lr/a.png", "train":
+                "runs/srcnn/model.safetensors", "interp": "blend.safetensors",
+                "models convert": "realesrgan-x4plus.safetensors"}.get(path)
+    if expected:
+        assert expected in wrote, (args, sorted(wrote))
+    else:  # list, info, score: data on stdout
+        assert r.stdout.strip(), (args, r.output)

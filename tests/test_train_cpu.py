@@ -131,6 +131,44 @@ def test_ctrl_c_stops_with_a_usable_model_and_resume_needs_only_the_folder(
     assert r.exit_code == 2 and "nothing to resume" in r.output, r.output
 
 
+def test_stop_during_backward_saves_the_last_completed_step(
+        runner, data_dir, tmp_path, make_image, write_png, monkeypatch) -> None:
+    """A stop request that arrives while backward runs is acted on inside the pass (at a
+    parameter's gradient hook), not after it; the checkpoint holds the last completed step and
+    model.safetensors, written without the tiling-context probe, still upscales."""
+    from sr_cli.train import loop
+
+    n: dict[str, int] = {}
+    calls: list[int] = []
+    original = loop._signals_during_backward
+
+    def counting(net):
+        n["params"] = sum(1 for p in net.parameters() if p.requires_grad)
+        return original(net)
+
+    def point(param) -> None:
+        calls.append(1)
+        if len(calls) == 2 * n["params"] + n["params"] // 2:  # half-way through step 3
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(loop, "_signals_during_backward", counting)
+    monkeypatch.setattr(loop, "_signal_point", point)
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "esrgan-psnr", "--data", str(data_dir), "--scale", "2",
+                            "-o", str(run), "--steps", "10", *TINY,
+                            "--set", "arch_params.num_block=3", "--set",
+                            "arch_params.num_grow_ch=4"])
+    assert r.exit_code == 130, r.output
+    assert len(calls) == 2 * n["params"] + n["params"] // 2  # step 3's backward went no further
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+    from sr_cli.zoo import read_weights
+
+    assert "context" not in read_weights(run / "model.safetensors")[1]  # measured on load
+    src = write_png("in.png", make_image(12, 10, seed=3))
+    up = runner.invoke(app, ["upscale", str(src), str(tmp_path / "up.png"), "-m", str(run)])
+    assert up.exit_code == 0, up.output
+
+
 def test_pool_changes_only_when_the_step_commits() -> None:
     """A step stopped before its update leaves the Real-ESRGAN pair pool untouched."""
     from sr_cli.train.loop import _Pool

@@ -166,6 +166,13 @@ def test_train_set_is_a_pure_function_of_seed_rank_and_counter(tmp_path, make_im
     with pytest.raises(InputError):
         PairSource.build(tmp_path / "d", None, scale=2, patch_size=64, degradation="bicubic",
                          cache_mb=16)
+    # lazy: nothing decoded before the first sample asks; then the same samples, cached
+    lazy = PairSource.build(tmp_path / "d", None, scale=2, patch_size=16,
+                            degradation="bicubic", cache_mb=16, lazy=True)
+    assert lazy.cache == {}
+    got = TrainSet(lazy, seed=1, rank=0, flip=True, rot90=True)[5]
+    assert torch.equal(got["hr"], sa["hr"]) and torch.equal(got["lr"], sa["lr"])
+    assert list(lazy.cache) == [a._image_index(5)]
 
 
 def _free_port() -> int:

@@ -317,6 +317,8 @@ def test_cli_upscale_video_json(clip, upscaler, runner, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
     assert summary["files"][0]["frames"] == 20 and summary["ok"] == 1
+    # one JSON type per field across commands: scale fields are floats for video as for images
+    assert type(summary["scale"]) is float and type(summary["native_scale"]) is float
     assert [s.kind for s in probe(out).streams] == ["video", "audio"]
 
     bad = tmp_path / "bad.mkv"

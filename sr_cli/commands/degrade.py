@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sr_cli import distributed
-from sr_cli.console import info, progress_bar, set_quiet, warn
+from sr_cli.console import info, progress_bar, warn
 from sr_cli.errors import InputError, SRError, UsageError, batch_error
 from sr_cli.io.atomic import atomic_write_bytes, make_parent, note_input, refuse_existing
 from sr_cli.io.formats import format_for_path, is_image_path
@@ -285,7 +285,6 @@ def degrade(
     """
     import torch
 
-    set_quiet(quiet)
     inputs, out = split_inputs_output(list(paths or []), output)
     if len(inputs) > 1:
         raise UsageError(f"one INPUT (a file, a folder or '-'), then OUTPUT; got {len(inputs)} "

@@ -60,8 +60,6 @@ def fetch(
     """
     from sr_cli import fetch as core
 
-    if quiet:
-        console.set_quiet(True)
     if list_:
         for e in core.CATALOG.values():
             size = f"{e.size}" if e.size is not None else "?"

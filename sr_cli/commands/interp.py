@@ -46,6 +46,11 @@ def interp(
                                           "--images.", show_default=False)],
     b: Annotated[str, typer.Argument(help="Model B (the alpha-1 end, e.g. the GAN model), or "
                                           "image B with --images.", show_default=False)],
+    output_arg: Annotated[
+        str | None,
+        typer.Argument(help="The output, as -o gives it (the INPUT... [OUTPUT] convention of "
+                       "every command).", show_default=False, metavar="[OUTPUT]"),
+    ] = None,
     alpha: Annotated[
         str,
         typer.Option("-a", "--alpha", help="Weight of B: theta = (1-alpha)*A + alpha*B. One "
@@ -91,7 +96,10 @@ def interp(
 ) -> None:
     """Blend two networks of the same architecture (ESRGAN network interpolation).
 
-    Example: sr interp RRDB_PSNR_x4 RRDB_ESRGAN_x4 --alpha 0.8 -o esrgan-0.8.safetensors
+    Example: sr interp esrgan-psnr-x4 esrgan-x4 blend.safetensors --alpha 0.8
+
+    The output is the last argument or -o/--output (-o blend.safetensors is the same). The
+    paper's own pair, after `sr models fetch`: sr interp RRDB_PSNR_x4 RRDB_ESRGAN_x4 ...
 
     Every tensor becomes (1 - alpha) * A + alpha * B, computed in float64 and rounded once,
     so alpha 0 and 1 reproduce A and B exactly. The result records both parents and alpha
@@ -104,9 +112,11 @@ def interp(
     sr upscale -m A -m B --mix ALPHA.
     """
     from sr_cli.interp import parse_alphas
+    from sr_cli.io.positional import split_inputs_output
 
-    if quiet:
-        console.set_quiet(True)
+    inputs, output = split_inputs_output([a, b, *([output_arg] if output_arg else [])], output)
+    if len(inputs) != 2:
+        raise UsageError("two inputs A B, then the output (OUTPUT or -o, not both)")
     alphas = parse_alphas(alpha, extrapolate=extrapolate)
     if output is None:
         raise UsageError("give -o OUTPUT (a file for one alpha, a folder for several)")

@@ -18,7 +18,7 @@ import typer
 
 from sr_cli import zoo
 from sr_cli.console import info
-from sr_cli.errors import UsageError
+from sr_cli.errors import ModelError, UsageError
 from sr_cli.io.atomic import refuse_existing
 
 
@@ -188,11 +188,33 @@ def info_(
     typer.echo("\n".join(lines))
 
 
+def _read_weights_stdin() -> tuple[dict[str, Any], dict[str, str]]:
+    """A .pth or .safetensors checkpoint piped into stdin (the format is sniffed from the
+    bytes, as for files): read through a private temporary file."""
+    import tempfile
+
+    from sr_cli.io.images import read_stdin_bytes
+
+    data = read_stdin_bytes()
+    with tempfile.TemporaryDirectory(prefix="sr-convert-") as tmp:
+        path = Path(tmp) / "stdin"
+        path.write_bytes(data)
+        try:
+            return zoo.read_weights(path)
+        except ModelError as exc:  # name what the user gave, not the temporary file
+            raise ModelError(exc.message.replace(str(path), "<stdin>")) from None
+
+
 def convert(
     src: Annotated[Path, typer.Argument(help="Input checkpoint (.pth/.pt, .safetensors, or an "
                                         "ncnn .param or binary .param.bin with its .bin beside "
-                                        "it).")],
-    dst: Annotated[str, typer.Argument(help="Output .safetensors file ('-' for stdout).")],
+                                        "it); '-' reads a .pth or .safetensors from stdin.")],
+    dst: Annotated[str | None, typer.Argument(
+        help="Output .safetensors file ('-' for stdout); or give it with -o.",
+        show_default=False, metavar="[DST]")] = None,
+    output: Annotated[str | None, typer.Option(
+        "-o", "--output", help="Output .safetensors file ('-' for stdout), instead of DST.",
+        show_default=False)] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Model name stored in the metadata.")
     ] = None,
@@ -208,6 +230,8 @@ def convert(
 
     Example: sr models convert RealESRGAN_x4plus.pth realesrgan-x4plus.safetensors
 
+    The output is DST or -o/--output ('-' writes it to stdout).
+
     The architecture and hyperparameters are detected from the tensors (BasicSR, original
     ESRGAN and old model.N key schemes load); the weights are verified by loading them strictly.
     An ncnn model (realesrgan-ncnn-vulkan / upscayl .param or binary .param.bin + .bin, fp16 or
@@ -217,6 +241,12 @@ def convert(
     .pth files are read with torch.load(weights_only=True): pickles that need code execution are
     refused. The output is written atomically and never over the input.
     """
+    from sr_cli.io.positional import split_inputs_output
+
+    inputs, target = split_inputs_output([str(src), *([dst] if dst else [])], output)
+    if len(inputs) != 1 or target is None:
+        raise UsageError("one SRC, then the output: DST or -o DST (not both; '-' is stdout)")
+    dst = target
     if dst != "-":
         out = Path(dst)
         if out.suffix.lower() != ".safetensors":
@@ -226,12 +256,17 @@ def convert(
         if out.is_dir():
             raise UsageError(f"{dst}: is a directory")
         refuse_existing([out], overwrite)
-    sd, meta = zoo.read_weights(src)
+    from_stdin = str(src) == "-"
+    if from_stdin:
+        sd, meta = _read_weights_stdin()
+    else:
+        sd, meta = zoo.read_weights(src)
     lm = zoo.build_loaded(sd, meta, name=name or "", source=src, scale=scale)
     keep = {k: v for k, v in meta.items()
             if k not in ("arch", "hparams", "scale", "in_channels", "params", "format")}
-    keep["name"] = name or keep.get("name") or (Path(dst).stem if dst != "-" else src.stem)
-    keep.setdefault("converted_from", src.name)
+    keep["name"] = name or keep.get("name") or (
+        Path(dst).stem if dst != "-" else ("stdin" if from_stdin else src.stem))
+    keep.setdefault("converted_from", "<stdin>" if from_stdin else src.name)
     n_params = sum(p.numel() for p in lm.net.parameters())
     if dst == "-":
         from safetensors.torch import save

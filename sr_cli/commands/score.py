@@ -226,7 +226,6 @@ def score(
     """
     import torch
 
-    console.set_quiet(quiet)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sr_cli.console import info, is_quiet, set_quiet, show_progress, stderr_console
+from sr_cli.console import info, show_progress, stderr_console
 from sr_cli.errors import UsageError
 
 
@@ -161,7 +161,6 @@ def train(
     from sr_cli.train.config import apply_overrides, config_to_toml, load_toml
     from sr_cli.train.recipes import recipe_config
 
-    set_quiet(quiet or is_quiet())
     if threads is not None:
         import torch
 

@@ -198,7 +198,6 @@ def upscale(
     """
     from sr_cli.infer.pipeline import parse_jobs
 
-    console.set_quiet(quiet)
     spec = parse_jobs(jobs_spec)
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other")

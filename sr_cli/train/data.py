@@ -15,7 +15,10 @@ Sampling is a pure function of ``(seed, rank, sample counter)``: sample ``k`` co
 counter, which makes ``--resume`` exact and worker-count independent.
 
 Images are decoded once and cached (uint8) when they fit in ``cache_mb``; otherwise each
-sample decodes its file. Crops are returned as float32 ``(C, P, P)`` tensors in [0, 1].
+sample decodes its file. With the loader in the training process (``workers = 0``, the default)
+an image is decoded when a sample first needs it, so the first step waits for its own batch
+only, not for the whole folder; with worker processes the cache is filled before they start
+(they share it). Crops are returned as float32 ``(C, P, P)`` tensors in [0, 1].
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ class PairSource:
     mode: str  # "paired", "bicubic" or "hr_only"
     scale: int
     patch_size: int
-    cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+    cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = None
 
     @property
     def count(self) -> int:
@@ -134,8 +137,12 @@ class PairSource:
         patch_size: int,
         degradation: str,
         cache_mb: int,
+        lazy: bool = False,
     ) -> PairSource:
-        """List, match and check the images (sizes vs patch and scale) before any training."""
+        """List, match and check the images (sizes vs patch and scale, from the file headers)
+        before any training. When they fit in ``cache_mb`` they are cached: decoded here, or
+        with ``lazy`` on first use (for a loader in this process: the first step does not
+        wait for the whole folder)."""
         hr_paths = list_images(data, "--data")
         lr_paths = _match_lr(hr_paths, Path(lr_data), scale) if lr_data is not None else None
         if lr_paths is not None:
@@ -164,7 +171,10 @@ class PairSource:
         src = cls(hr_paths, lr_paths, mode, scale, patch_size)
         need = sum(h * w * 3 for h, w in sizes) * (1 + 1 / scale**2)
         if need <= cache_mb * 2**20:
-            src.cache = [src._decode(i) for i in range(src.count)]
+            src.cache = {}
+            if not lazy:
+                for i in range(src.count):
+                    src.cache[i] = src._decode(i)
         return src
 
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -180,7 +190,12 @@ class PairSource:
         return hr, None
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.cache[i] if self.cache is not None else self._decode(i)
+        if self.cache is None:
+            return self._decode(i)
+        pair = self.cache.get(i)
+        if pair is None:
+            pair = self.cache[i] = self._decode(i)
+        return pair
 
 
 def _augment(a: np.ndarray, hflip: bool, vflip: bool, rot: bool) -> np.ndarray:

@@ -155,7 +155,7 @@ def build_teacher_cache(
     up = Upscaler(teacher, InferenceOptions(device=device, precision="fp32", tile=0))
     # the images are decoded only when pairs are missing: HR crops, whose LR is made below
     source = PairSource.build(data, None, scale=cfg.scale, patch_size=cfg.patch_size,
-                              degradation="realesrgan", cache_mb=cfg.cache_mb)
+                              degradation="realesrgan", cache_mb=cfg.cache_mb, lazy=True)
     done = total - sum(min(_BATCH, total - b) for b in todo)
     say(f"teacher cache: {done} of {total} pairs present; computing the rest with "
         f"{teacher.name} (once; an interrupted build resumes)")

@@ -210,6 +210,24 @@ class _StopRequest:
             raise KeyboardInterrupt
 
 
+def _signal_point(param: torch.Tensor) -> None:
+    """Called by backward as each parameter's gradient is accumulated; does nothing itself."""
+
+
+def _signals_during_backward(net: nn.Module) -> list[Any]:
+    """Let Ctrl-C/SIGTERM interrupt a backward pass of ``net`` part-way.
+
+    The autograd engine runs a whole backward pass in C++ (seconds of CPU for RRDBNet on a
+    CPU), and Python runs a signal handler only between Python calls, so a stop request would
+    wait for the end of the pass. A no-op hook per parameter (:func:`_signal_point`) gives the
+    interpreter a point to run the handler at every few layers; :class:`_StopRequest` raises
+    there (the backward is in the step's safe part: the partial gradients are never used).
+    Returns the hook handles (``.remove()`` each).
+    """
+    return [p.register_post_accumulate_grad_hook(_signal_point)
+            for p in net.parameters() if p.requires_grad]
+
+
 def _hardware(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -491,7 +509,8 @@ def _run_training(
         data, lr_data = build_teacher_cache(cfg, Path(data), cache, device=str(device),
                                             notify=say if is_main else None)
     source = PairSource.build(data, lr_data, scale=cfg.scale, patch_size=cfg.patch_size,
-                              degradation=cfg.degradation, cache_mb=cfg.cache_mb)
+                              degradation=cfg.degradation, cache_mb=cfg.cache_mb,
+                              lazy=cfg.workers == 0)
     val_images = load_val_set(opts.val, cfg.scale) if opts.val is not None else []
     if cfg.uses_perceptual and opts.perceptual != "random" and opts.vgg_weights is None:
         raise UsageError(
@@ -627,7 +646,11 @@ def _run_training(
     def export_net() -> nn.Module:
         return ema.module if ema is not None else net_g
 
-    def checkpoint(step: int, wall: float) -> None:
+    def checkpoint(step: int, wall: float, *, stopping: bool = False) -> None:
+        """checkpoint.pt and model.safetensors of ``step``. ``stopping`` (Ctrl-C, SIGTERM):
+        within seconds, so model.safetensors goes without its measured tiling context (the
+        probe costs several forward passes; `sr upscale` measures it when it loads the file,
+        the next checkpoint of a resumed run stores it)."""
         if not is_main:
             return
         rng = {"cpu": torch.get_rng_state(),
@@ -646,14 +669,15 @@ def _run_training(
                       sched_d=sched_d.state_dict())
         save_checkpoint(out / CHECKPOINT_NAME, st)
         # the run folder always holds usable weights of its last checkpoint
-        export(out / "model.safetensors", step, wall, last_scores)
+        export(out / "model.safetensors", step, wall, last_scores, measure=not stopping)
 
-    def export(path: Path, step: int, wall: float, scores: dict[str, float]) -> None:
+    def export(path: Path, step: int, wall: float, scores: dict[str, float],
+               measure: bool = True) -> None:
         from sr_cli.zoo import save_model
 
         net = export_net()
         save_model(path, net, desc, _metadata(cfg, opts, source, step, wall, hardware, scores,
-                                              perceptual_kind))
+                                              perceptual_kind), measure_context=measure)
 
     # ---- the loop
     t0 = time.perf_counter()
@@ -669,6 +693,7 @@ def _run_training(
     n_sum = 0
     stop = _StopRequest()
     stop.install()  # restored in the finally below
+    hooks = _signals_during_backward(net_g)  # after the EMA copy: the copy has none
     timing: dict[int, float] = {}
     try:
         for batch in loader:
@@ -790,7 +815,7 @@ def _run_training(
     except KeyboardInterrupt:
         stop.safe = False
         if is_main and step > start:
-            checkpoint(step, wall_now())
+            checkpoint(step, wall_now(), stopping=True)
             say(f"interrupted: step {step} saved in {out / CHECKPOINT_NAME} and "
                 f"{out / 'model.safetensors'}; continue with `sr train --resume {out}`")
         elif is_main:
@@ -798,6 +823,8 @@ def _run_training(
         raise
     finally:
         stop.restore()
+        for h in hooks:
+            h.remove()
 
     wall = wall_now()
     final_path = out / "model.safetensors"
