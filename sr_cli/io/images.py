@@ -620,12 +620,27 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
             rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
             yield from _row_tiles(rows, tw)
 
-    kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw)}
+    kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw), **_tiff_buffering(th, stream)}
     shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
     if not isinstance(getattr(fh, "name", ""), str):  # os.fdopen: tifffile wants a str name
         fh = _Named(fh)
     with tifffile.TiffWriter(fh) as tw_:
         tw_.write(tiles(), shape=shape, dtype=stream.dtype, **kwargs)
+
+
+def _tiff_buffering(rows: int, stream: PixelStream) -> dict[str, int]:
+    """tifffile compresses tiles on a thread pool that takes up to ``buffersize`` bytes of
+    tiles from the iterator at once, 512 MB by default: the whole output of most images, so the
+    stream would be drained into memory before a byte is written. Limit it to one row of tiles
+    (``rows`` high); a tifffile without ``buffersize`` compresses on one thread, lazily."""
+    import inspect
+
+    import tifffile
+
+    if "buffersize" not in inspect.signature(tifffile.TiffWriter.write).parameters:
+        return {"maxworkers": 1}
+    row_bytes = rows * stream.width * stream.channels * np.dtype(stream.dtype).itemsize
+    return {"maxworkers": min(4, os.cpu_count() or 1), "buffersize": max(1, row_bytes)}
 
 
 class _Named(io.RawIOBase):
