@@ -192,6 +192,19 @@ def test_png_stream_encoder_matches_whole_encoder():
         png16.StreamEncoder(chunks.append, 5, 5, 3, np.uint8).close()
 
 
+def test_tiff_stream_any_band_heights(tmp_path):
+    """Bands of any height (shorter and longer than the 64-row TIFF tiles) give the image."""
+    rng = np.random.default_rng(1)
+    for k, hs in enumerate(([5, 200, 3, 70, 1, 64, 128], [64, 64], [300], [63, 1, 65])):
+        a = rng.integers(0, 65535, (sum(hs), 530, 2), dtype=np.uint16)
+        edges = np.cumsum([0, *hs])
+        bands = (a[y0:y1].copy() for y0, y1 in zip(edges[:-1], edges[1:], strict=True))
+        out = tmp_path / f"t{k}.tif"
+        images.write_image_stream(out, images.PixelStream(a.shape[0], 530, 2, a.dtype, bands),
+                                  images.Image(a[:0, :0]), fmt="tiff")
+        assert np.array_equal(images.read_image(out).pixels, a), hs
+
+
 MEMORY_SCRIPT = """
 import resource, sys, numpy as np, torch
 from sr_cli import zoo

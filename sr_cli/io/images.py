@@ -607,18 +607,29 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
     c = stream.channels
 
     def tiles() -> Iterator[np.ndarray]:
-        pending: list[np.ndarray] = []
-        have = 0
-        for band in stream:
-            pending.append(band)
-            have += band.shape[0]
-            while have >= th:
-                rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                yield from _row_tiles(rows[:th], tw)
-                pending, have = [rows[th:]], have - th
-        if have:
-            rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            yield from _row_tiles(rows, tw)
+        # Rows of tiles are views of the band; the < th rows left at a band's end are copied,
+        # so that no view keeps a finished band alive while the next one is computed, and
+        # only those rows (not the next band) are ever concatenated.
+        rest: np.ndarray | None = None
+        it = iter(stream)
+        while (band := next(it, None)) is not None:
+            y = 0
+            if rest is not None:
+                need = th - rest.shape[0]
+                if band.shape[0] < need:
+                    rest = np.concatenate([rest, band])
+                    del band
+                    continue
+                yield from _row_tiles(np.concatenate([rest, band[:need]]), tw)
+                rest, y = None, need
+            while band.shape[0] - y >= th:
+                yield from _row_tiles(band[y : y + th], tw)
+                y += th
+            if y < band.shape[0]:
+                rest = band[y:].copy()
+            del band  # before the next band is computed
+        if rest is not None:
+            yield from _row_tiles(rest, tw)
 
     kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw), **_tiff_buffering(th, stream)}
     shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
