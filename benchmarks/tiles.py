@@ -2,7 +2,7 @@
 
     SR_X4PLUS=/path/to/realesrgan-x4plus.safetensors OMP_NUM_THREADS=1 \\
         python benchmarks/tiles.py [--model M] [--image baboon] [--size 128] \\
-        [--tiles 32,64,96,128] [--context N] [--threads 1]
+        [--height H] [--tiles 32,64,96,128] [--context N] [--threads 1] [--profile R]
 
 The model is ``--model``, else ``$SR_X4PLUS`` (the official RealESRGAN x4plus, RRDBNet-23, as
 converted by ``sr models convert``: third-party weights, never stored in this repository), else
@@ -10,7 +10,7 @@ the shipped trained ``esrgan-psnr-x4`` (RRDBNet 6x32). Its tiling context is wha
 uses: the file's ``context`` metadata, else measured from the weights now (the probe's time is
 printed). ``--context N`` replaces it, to see what a smaller or larger overlap gives.
 
-The input is a centre crop (``--size``) of a Set14 image's x2 bicubic LR version from
+The input is a centre crop (``--size``, ``--height``) of a Set14 image's x2 bicubic LR version from
 ../shared/data (a real photo; baboon's fur carries influence furthest). It is upscaled whole
 (``--tile 0``) and at each tile size through the streaming engine; printed per tile size:
 max / mean absolute difference from the whole-image output in 8-bit levels, the share of output
@@ -48,15 +48,16 @@ def planned_overhead(context: int, multiple: int, tile: int, h: int, w: int) -> 
     return sum((t.py1 - t.py0) * (t.px1 - t.px0) for t in tiles) / (h * w) - 1
 
 
-def crop(name: str, size: int) -> np.ndarray:
+def crop(name: str, size: int, height: int | None = None) -> np.ndarray:
     path = SHARED / "LR_bicubic" / "X2" / f"{name}x2.png"
     if not path.is_file():
         sys.exit(f"{path} not found (../shared/data is needed)")
     px = read_image(path).pixels
     h, w = px.shape[:2]
     s = min(size, h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return np.ascontiguousarray(px[y : y + s, x : x + s, :3])
+    sh = min(height or s, h)
+    y, x = (h - sh) // 2, (w - s) // 2
+    return np.ascontiguousarray(px[y : y + sh, x : x + s, :3])
 
 
 DISTANCES = (8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 90)
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=os.environ.get("SR_X4PLUS") or str(SHIPPED))
     ap.add_argument("--image", default="baboon", help="Set14 image name")
     ap.add_argument("--size", type=int, default=128, help="LR crop side (pixels)")
+    ap.add_argument("--height", type=int, default=None,
+                    help="crop height (default --size; a low strip tests vertical cuts only, "
+                    "cheaply)")
     ap.add_argument("--tiles", default="32,64,96,128")
     ap.add_argument("--context", type=int, default=None, help="override the context")
     ap.add_argument("--threads", type=int, default=1)
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         how = f"measured now, probe {time.perf_counter() - t0:.1f}s"
     lm = dataclasses.replace(lm, desc=dataclasses.replace(desc, context=ctx),
                              metadata={**(lm.metadata or {}), "context": str(ctx)})
-    img = crop(args.image, args.size)
+    img = crop(args.image, args.size, args.height)
     h, w = img.shape[:2]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); model {lm.name} "
           f"({desc.arch} {desc.hparams.get('num_block', '')}x{desc.hparams.get('num_feat', '')}"

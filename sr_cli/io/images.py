@@ -607,9 +607,9 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
     c = stream.channels
 
     def tiles() -> Iterator[np.ndarray]:
-        # Rows of tiles are views of the band; the < th rows left at a band's end are copied,
-        # so that no view keeps a finished band alive while the next one is computed, and
-        # only those rows (not the next band) are ever concatenated.
+        # The < th rows left at a band's end are copied, so that nothing keeps a finished band
+        # alive while the next one is computed, and only those rows (not the next band) are
+        # ever concatenated.
         rest: np.ndarray | None = None
         it = iter(stream)
         while (band := next(it, None)) is not None:
@@ -683,9 +683,12 @@ class _Named(io.RawIOBase):
 
 
 def _row_tiles(rows: np.ndarray, tw: int) -> Iterator[np.ndarray]:
+    """Tiles of ``rows`` as contiguous copies (tifffile would copy the strided views anyway):
+    tifffile keeps the first tile for the whole write and the last one while asking for the
+    next, and a view would keep its whole band alive."""
     for x in range(0, rows.shape[1], tw):
         t = rows[:, x : x + tw]
-        yield t[:, :, 0] if t.shape[2] == 1 else t
+        yield np.ascontiguousarray(t[:, :, 0] if t.shape[2] == 1 else t)
 
 
 def write_image_stream(
