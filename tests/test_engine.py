@@ -74,6 +74,29 @@ def test_trained_rrdb_tiles_within_one_level(tile, rrdb_whole):
     assert diff.max() <= 1, (tile, diff.max())
 
 
+X4PLUS = os.environ.get("SR_X4PLUS", "")
+
+
+@pytest.mark.skipif(not X4PLUS, reason="opt-in: set SR_X4PLUS to a converted RealESRGAN x4plus "
+                    "(third-party weights, never shipped); measures its context (minutes)")
+def test_x4plus_tile_border_on_a_photo_within_half_a_level(shared_dir):
+    """Official RRDBNet-23 weights on a real photo (Set14 baboon, whose fur carries influence
+    furthest): one tile border at the measured context changes the output by under half a
+    level, so a tile corner (two borders) stays within 1 level after rounding."""
+    from sr_cli.infer.context import _profile
+
+    lm = zoo.load_model(X4PLUS)
+    ctx = Upscaler(lm, InferenceOptions(device="cpu")).context  # measured from the weights
+    px = images.read_image(shared_dir / "data/Set14/LR_bicubic/X2/baboonx2.png").pixels
+    r, w = 16, ctx + 24
+    y0, x0 = (px.shape[0] - 40) // 2, (px.shape[1] - w) // 2
+    strip = torch.from_numpy(np.ascontiguousarray(px[y0 : y0 + 40, x0 : x0 + w, :3]))
+    with torch.no_grad():
+        prof = _profile(lm.net.float().eval(), strip.permute(2, 0, 1)[None].float() / 255, r,
+                        lm.desc.scale)
+    assert float(prof[ctx:].max()) * 255 <= 0.5, (ctx, (prof * 255).tolist())
+
+
 def test_save_model_writes_the_measured_context(tmp_path):
     torch.manual_seed(0)
     net, desc = build("rrdbnet", num_block=3, num_feat=8, num_grow_ch=4, scale=4)
