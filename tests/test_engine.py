@@ -437,3 +437,16 @@ def test_progress_counts_tiles_of_one_image(make_image):
     up = Upscaler(lm, InferenceOptions(device="cpu", tile=10, tile_batch=1))
     up.upscale_array(make_image(30, 30), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(i, 9) for i in range(1, 10)]
+
+
+def test_precision_auto():
+    """--precision auto: fp16 on CUDA where the network allows half, else fp32 (CPU: fp32,
+    no fp16)."""
+    from sr_cli.infer.device import resolve_precision
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_precision("auto", cuda, True) == "fp16"
+    assert resolve_precision("auto", cuda, False) == "fp32"
+    assert resolve_precision("auto", cpu, True) == "fp32"
+    with pytest.raises(UsageError):
+        resolve_precision("fp16", cpu)
