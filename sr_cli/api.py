@@ -25,7 +25,9 @@ def upscale(
 
     Args:
         array: ``(H, W)`` or ``(H, W, C)`` (C = 1..4, alpha last), uint8, uint16 or float in
-            [0, 1].
+            [0, 1]. Integer arrays are upscaled band by band (memory: the input, the output
+            and a few bands); float arrays keep float precision and hold the float32 output
+            whole, so prefer integers for very large images.
         model: zoo name or weights path; ``"default"`` = the zoo's default model.
         scale: output factor (default: the model's native scale).
         tile: tile size (None = auto, 0 = whole image).

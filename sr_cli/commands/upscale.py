@@ -233,8 +233,10 @@ def upscale(
 
     # torch loads from here on: everything above (usage errors, missing inputs, existing
     # outputs) is reported without it, so a mistyped command fails at once
+    from sr_cli.infer.device import limit_heap_fragmentation
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
+    limit_heap_fragmentation()  # band-sized buffers go back to the OS: bounded peak memory
     if threads is not None:
         import torch
 

@@ -413,7 +413,9 @@ class Upscaler:
         """Upscale an ``(H, W)`` or ``(H, W, C)`` uint8/uint16 (or float in [0, 1]) array.
 
         Returns an array of the same dtype and channel count. Integer arrays go through
-        :meth:`stream` (the same pixels as writing the stream to a file).
+        :meth:`stream` (the same pixels as writing the stream to a file); float arrays keep
+        their precision through :meth:`upscale_tensor`, which holds the float32 output whole
+        (so for large images pass uint8/uint16).
         """
         arr = np.asarray(pixels)
         squeeze = arr.ndim == 2

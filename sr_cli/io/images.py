@@ -607,25 +607,51 @@ def _stream_tiff(stream: PixelStream, img: Image, fh: Any) -> None:
     c = stream.channels
 
     def tiles() -> Iterator[np.ndarray]:
-        pending: list[np.ndarray] = []
-        have = 0
-        for band in stream:
-            pending.append(band)
-            have += band.shape[0]
-            while have >= th:
-                rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                yield from _row_tiles(rows[:th], tw)
-                pending, have = [rows[th:]], have - th
-        if have:
-            rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            yield from _row_tiles(rows, tw)
+        # The < th rows left at a band's end are copied, so that nothing keeps a finished band
+        # alive while the next one is computed, and only those rows (not the next band) are
+        # ever concatenated.
+        rest: np.ndarray | None = None
+        it = iter(stream)
+        while (band := next(it, None)) is not None:
+            y = 0
+            if rest is not None:
+                need = th - rest.shape[0]
+                if band.shape[0] < need:
+                    rest = np.concatenate([rest, band])
+                    del band
+                    continue
+                yield from _row_tiles(np.concatenate([rest, band[:need]]), tw)
+                rest, y = None, need
+            while band.shape[0] - y >= th:
+                yield from _row_tiles(band[y : y + th], tw)
+                y += th
+            if y < band.shape[0]:
+                rest = band[y:].copy()
+            del band  # before the next band is computed
+        if rest is not None:
+            yield from _row_tiles(rest, tw)
 
-    kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw)}
+    kwargs = {**_tiff_kwargs(img, c), "tile": (th, tw), **_tiff_buffering(th, stream)}
     shape = (stream.height, stream.width) if c == 1 else (stream.height, stream.width, c)
     if not isinstance(getattr(fh, "name", ""), str):  # os.fdopen: tifffile wants a str name
         fh = _Named(fh)
     with tifffile.TiffWriter(fh) as tw_:
         tw_.write(tiles(), shape=shape, dtype=stream.dtype, **kwargs)
+
+
+def _tiff_buffering(rows: int, stream: PixelStream) -> dict[str, int]:
+    """tifffile compresses tiles on a thread pool that takes up to ``buffersize`` bytes of
+    tiles from the iterator at once, 512 MB by default: the whole output of most images, so the
+    stream would be drained into memory before a byte is written. Limit it to one row of tiles
+    (``rows`` high); a tifffile without ``buffersize`` compresses on one thread, lazily."""
+    import inspect
+
+    import tifffile
+
+    if "buffersize" not in inspect.signature(tifffile.TiffWriter.write).parameters:
+        return {"maxworkers": 1}
+    row_bytes = rows * stream.width * stream.channels * np.dtype(stream.dtype).itemsize
+    return {"maxworkers": min(4, os.cpu_count() or 1), "buffersize": max(1, row_bytes)}
 
 
 class _Named(io.RawIOBase):
@@ -657,9 +683,12 @@ class _Named(io.RawIOBase):
 
 
 def _row_tiles(rows: np.ndarray, tw: int) -> Iterator[np.ndarray]:
+    """Tiles of ``rows`` as contiguous copies (tifffile would copy the strided views anyway):
+    tifffile keeps the first tile for the whole write and the last one while asking for the
+    next, and a view would keep its whole band alive."""
     for x in range(0, rows.shape[1], tw):
         t = rows[:, x : x + tw]
-        yield t[:, :, 0] if t.shape[2] == 1 else t
+        yield np.ascontiguousarray(t[:, :, 0] if t.shape[2] == 1 else t)
 
 
 def write_image_stream(

@@ -2,8 +2,8 @@
 assemble the output with the source's timing, audio and subtitles.
 
 Frame ``i`` of a video is upscaled with exactly the engine call an image gets
-(``Upscaler.upscale_tensor`` on ``float32(pixels) / 255``, rounded back to uint8), so a
-lossless codec gives each output frame bit-equal to upscaling that frame as an image.
+(``Upscaler.stream``, band by band in uint8), so a lossless codec gives each output frame
+bit-equal to upscaling that frame as an image.
 """
 
 from __future__ import annotations
@@ -271,14 +271,20 @@ def _to_rgb8(px: np.ndarray) -> np.ndarray:
 
 # -- upscaling -------------------------------------------------------------------------------
 def upscale_frames(upscaler: Any, frames: list[np.ndarray], scale: float | None) -> np.ndarray:
+    """Upscale ``(H, W, 3)`` uint8 frames -> ``(B, H', W', 3)`` uint8.
+
+    One frame (the CPU default) goes through ``Upscaler.stream``, the call an image gets:
+    uint8 tiles in, uint8 bands out, no float copy of the frame. Several frames (``batch``,
+    4 by default on CUDA) go through ``upscale_tensor`` in one forward pass
+    (``float32(x) / 255`` in, ``round(y * 255)`` out): the same pixels at the network's own
+    scale, within 1 level after a resize to another ``scale`` (the resize sums in another
+    order).
+    """
+    if len(frames) == 1:
+        return upscaler.stream(frames[0], scale).collect()[None]  # type: ignore[no-any-return]
     import numpy as np
     import torch
 
-    """Upscale ``(H, W, 3)`` uint8 frames in one engine call -> ``(B, H', W', 3)`` uint8.
-
-    Same arithmetic as ``Upscaler.upscale_array``: ``float32(x) / 255`` in, ``round(y * 255)``
-    out.
-    """
     arr = np.stack(frames).astype(np.float32) / 255.0
     x = torch.from_numpy(arr).permute(0, 3, 1, 2)
     y = upscaler.upscale_tensor(x, scale).permute(0, 2, 3, 1).numpy()
