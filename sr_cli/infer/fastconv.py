@@ -15,12 +15,10 @@ no dilation or groups, float32) of a network for one of:
     Leave the network alone: PyTorch's own oneDNN convolution (channels-last when the engine
     asks for it).
 
-``auto`` applies :func:`choose`, a per-layer rule from measurements on an AVX2 CPU
-(benchmarks/cpu_engines.py; README "CPU engines"): NNPACK for the 64->64 and 192->64 layers,
-where it beat oneDNN's direct channels-last convolution, oneDNN elsewhere, and only in networks
-made almost entirely of such layers (:data:`AUTO_MIN_SHARE`; SRVGGNetCompact). The PyTorch Winograd
-versions lost to oneDNN on every layer shape measured (their transforms are memory-bound
-passes), so they are opt-in only, to measure on other CPUs.
+``auto`` applies :func:`choose`: oneDNN everywhere (NNPACK's per-layer single-thread gains did
+not survive whole-network, two-thread measurement; see there). The PyTorch Winograd versions
+lost to oneDNN on every layer shape measured (their transforms are memory-bound passes), so
+they and NNPACK are opt-in only, to measure on other CPUs.
 Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns this off).
 
 All modes keep the convolution's exact semantics (zero padding 1 at the image borders), so a
@@ -43,19 +41,17 @@ ENV_VAR = "SR_CPU_CONV"
 
 
 def choose(dtype: torch.dtype, in_ch: int, out_ch: int) -> str:
-    """The measured choice for one layer under ``auto``.
+    """The choice for one layer under ``auto``: oneDNN.
 
-    NNPACK for float32 layers with >= 64 input and >= 64 output channels on an AVX2 CPU
-    (measured, 1 thread, 64x64 and 128x128 inputs: 64->64 1.26-1.47x and 192->64 1.53-1.64x
-    faster than oneDNN channels-last; 64->48 0.89-1.03x, the RRDBNet growth convs ->32
-    0.69-0.98x and 3->64 0.28-0.68x, so those stay on oneDNN). On AVX-512 CPUs oneDNN has
-    twice-wider kernels and NNPACK does not (unmeasured there: oneDNN is kept).
+    NNPACK once measured faster per layer on one thread (64->64 1.26-1.47x, 192->64
+    1.53-1.64x), so ``auto`` used to give it SRVGGNetCompact's layers on AVX2 CPUs. Measured
+    again on the whole network (quiet machine, ``SR_CPU_CONV=auto`` vs ``onednn``,
+    ``benchmarks/upscale.py --nets srvgg --threads 1,2``, 320x320): 1.0x at one thread and
+    0.54x at two (NNPACK does not use the second thread well), so ``auto`` keeps oneDNN for
+    every layer; ``nnpack`` stays available by name.
     """
-    if dtype != torch.float32 or in_ch < 64 or out_ch < 64:
-        return "onednn"
-    if torch.backends.cpu.get_cpu_capability() != "AVX2" or not _nnpack_ok():
-        return "onednn"
-    return "nnpack"
+    del dtype, in_ch, out_ch
+    return "onednn"
 
 
 @cache

@@ -5,7 +5,8 @@ contract as the PyTorch network it replaces.
 ``--engine`` (``InferenceOptions.engine``):
 
 ``auto``   ncnn for fp32 inference on the CPU when the ``ncnn`` package imports, the network
-           is one where ncnn measured faster (:data:`AUTO_NETS`: SRVGGNetCompact, RRDBNet) and
+           is one where ncnn measured faster (:data:`AUTO_NETS`, empty: on this project's
+           AVX2 machine ncnn measured slower than PyTorch for every network) and
            ``--compile`` is off; PyTorch otherwise.
 ``torch``  always PyTorch.
 ``ncnn``   ncnn for every architecture that exports (also SRResNet, SRCNN), or a usage error
@@ -34,11 +35,13 @@ from sr_cli.errors import ModelError, UsageError
 from sr_cli.infer.ncnn_export import INPUT, OUTPUT, Export, export, exportable
 
 ENGINES = ("auto", "torch", "ncnn")
-AUTO_NETS = ("SRVGGNetCompact", "RRDBNet")
-"""The networks ``auto`` gives to ncnn: those where ncnn measured faster than PyTorch here
-(benchmarks/upscale.py, README "CPU engines"). SRResNet (its 9x9 ``conv_last`` stays in PyTorch)
-measured about even and SRCNN (9x9/5x5 convolutions, im2col in ncnn) slower, so they run on
-PyTorch unless ``--engine ncnn`` is given."""
+AUTO_NETS: tuple[str, ...] = ()
+"""The networks ``auto`` gives to ncnn: those where ncnn measured faster than PyTorch. None
+here: on a quiet 2-core AVX2 machine (benchmarks/upscale.py --threads 1,2, README "CPU
+engines") sr's ncnn engine ran SRVGGNetCompact x4 320x320 at 0.91-1.05x / 0.76x (1 / 2 threads)
+of sr's PyTorch path and RRDBNet-23 x4 at 0.85x / 0.87x (ncnn's own runtime on the official
+files the same within 5%); SRResNet measured about even and SRCNN slower. ``--engine ncnn``
+runs it on request (CPUs where ncnn's Winograd kernels win can list networks here)."""
 
 
 @cache
