@@ -190,8 +190,8 @@ RRDBNet (dense growth 64..192->32, 192->64) and SRResNet (64->64)."""
 
 
 def layers(sizes: list[int], threads: int, rounds: int, modes: list[str]) -> None:
-    """Per-layer time of the alternative convolutions vs oneDNN channels-last (the basis of
-    sr_cli.infer.fastconv.choose)."""
+    """Per-layer time of the alternative convolutions vs oneDNN channels-last (what the opt-in
+    SR_CPU_CONV modes of sr_cli.infer.fastconv are measured by)."""
     import torch.nn.functional as F
     from torch import nn
 

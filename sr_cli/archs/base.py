@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sr_cli.errors import ModelError
+
 if TYPE_CHECKING:  # annotations only: this module stays importable without torch
     import torch
     from torch import nn
@@ -98,8 +100,6 @@ class ArchSpec:
     def hparams(self, **overrides: Any) -> dict[str, Any]:
         unknown = set(overrides) - set(self.defaults)
         if unknown:
-            from sr_cli.errors import ModelError
-
             raise ModelError(
                 f"unknown hyperparameter(s) for {self.name}: {', '.join(sorted(unknown))} "
                 f"(known: {', '.join(sorted(self.defaults))})"
@@ -113,13 +113,9 @@ class ArchSpec:
         allocating it: the network is built on the ``meta`` device (no memory, no
         initialisers) and its parameter count checked against :data:`MAX_PARAMETERS`. Crafted
         metadata (2**20 channels) cannot exhaust memory."""
-        import torch
-
-        from sr_cli.errors import ModelError
-
         hp = dict(hp)
         try:
-            with torch.device("meta"), _skip_init():
+            with meta_build():
                 probe = self.factory(**hp)
             count = sum(p.numel() for p in probe.parameters())
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
@@ -132,7 +128,6 @@ class ArchSpec:
 
     def create(self, hp: Mapping[str, Any]) -> nn.Module:
         """Build the network for ``hp`` after :meth:`check_size` (ModelError, exit 4)."""
-        from sr_cli.errors import ModelError
 
         self.check_size(hp)
         try:
@@ -153,6 +148,53 @@ def meta_build() -> Iterator[None]:
 
     with torch.device("meta"), _skip_init():
         yield
+
+
+def count_indexed(sd: StateDict, prefix: str) -> int:
+    """How many ``prefix.0.``, ``prefix.1.``, ... groups of keys ``sd`` has, counting from 0."""
+    n = 0
+    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
+        n += 1
+    return n
+
+
+def inferred_state(factory: Callable[..., nn.Module], hp: Mapping[str, Any],
+                   arch: str | None = None) -> dict[str, torch.Tensor] | None:
+    """The state dict (meta tensors) of ``factory(**hp)``, the network that detection inferred
+    from a checkpoint. When ``hp`` gives no valid network (the factory's ValueError): None, or
+    with ``arch`` a ModelError saying the weights look like ``arch`` but build nothing."""
+    try:
+        with meta_build():
+            return dict(factory(**hp).state_dict())
+    except ValueError as exc:
+        if arch is None:
+            return None
+        raise ModelError(f"these weights look like {arch} but give no valid network: {exc}"
+                         ) from None
+
+
+def fits(expected: StateDict, sd: StateDict) -> bool:
+    """Whether ``sd`` has exactly the keys of ``expected``, each of the same shape."""
+    return set(expected) == set(sd) and all(
+        tuple(expected[k].shape) == tuple(sd[k].shape) for k in expected)
+
+
+def mismatch(arch: str, expected: StateDict, sd: StateDict) -> ModelError:
+    """The ModelError for weights recognised as ``arch`` whose keys or shapes do not fit the
+    network inferred from them (names the first differences)."""
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
+    if not parts:
+        k = next(k for k in expected if tuple(expected[k].shape) != tuple(sd[k].shape))
+        parts.append(f"{k} has shape {tuple(sd[k].shape)}, the inferred network needs "
+                     f"{tuple(expected[k].shape)}")
+    return ModelError(f"these weights look like {arch} but do not fit the {arch} inferred from "
+                      f"them: tensors {'; '.join(parts)}")
 
 
 @contextlib.contextmanager
@@ -186,7 +228,6 @@ def _checked_values(arch: str, defaults: Mapping[str, Any], hp: dict[str, Any]) 
     ModelError (exit 4) otherwise, so bad metadata never reaches a constructor."""
     import math
 
-    from sr_cli.errors import ModelError
 
     for key, default in defaults.items():
         v = hp[key]

@@ -60,10 +60,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict, _skip_init
+from sr_cli.archs.base import ArchSpec, StateDict, count_indexed, fits, inferred_state, mismatch
 from sr_cli.archs.facts import DAT_DEFAULTS, DESCRIPTIONS, describe_dat
-from sr_cli.archs.hat import float_ratio, mismatch
-from sr_cli.archs.swinir import RGB_MEAN
+from sr_cli.archs.hat import float_ratio
+from sr_cli.archs.swinir import RGB_MEAN, init_linear, pixelshuffle_upsample, resi_conv
 from sr_cli.errors import ModelError
 
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect")
@@ -294,22 +294,13 @@ class DATB(nn.Module):
         return x + self.ffn(self.norm2(x), h, w)  # type: ignore[no-any-return]
 
 
-def _resi_conv(dim: int, kind: str) -> nn.Module:
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    q = dim // 4
-    return nn.Sequential(nn.Conv2d(dim, q, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Conv2d(q, q, 1), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Conv2d(q, dim, 3, 1, 1))
-
-
 class ResidualGroup(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, split: tuple[int, int],
                  expansion: float, qkv_bias: bool, resi_connection: str, group: int) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
             DATB(dim, num_heads, split, expansion, qkv_bias, group, j) for j in range(depth))
-        self.conv = _resi_conv(dim, resi_connection)
+        self.conv = resi_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         y = x
@@ -376,29 +367,16 @@ class DAT(nn.Module):
                           resi_connection, i)
             for i, (dep, nh) in enumerate(zip(depth, num_heads, strict=True)))
         self.norm = nn.LayerNorm(d)
-        self.conv_after_body = _resi_conv(d, resi_connection)
+        self.conv_after_body = resi_conv(d, resi_connection)
         if upsampler == "pixelshuffle":
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(d, num_feat, 3, 1, 1),
                                                       nn.LeakyReLU(inplace=True))
-            ups: list[nn.Module] = []
-            if upscale == 3:
-                ups += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-            else:
-                for _ in range(int(math.log2(upscale))):
-                    ups += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-            self.upsample = nn.Sequential(*ups)
+            self.upsample = pixelshuffle_upsample(num_feat, upscale)
             self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         else:
             self.upsample = nn.Sequential(nn.Conv2d(d, upscale * upscale * in_chans, 3, 1, 1),
                                           nn.PixelShuffle(upscale))
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_linear)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -435,13 +413,6 @@ def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
                     or (".attns." in k and k.endswith(".relative_position_index")))}
 
 
-def _count(sd: StateDict, prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
-        n += 1
-    return n
-
-
 def detect(sd: StateDict) -> dict[str, Any] | None:
     """Recognise DAT keys (``before_RG.1`` and a spatial block's ``rpe_biases``) and read every
     hyperparameter from the weights: channels and embed_dim from ``conv_first``, the window
@@ -463,8 +434,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         if min(split) < 2 or max(split) > 1024 or not torch.equal(
                 rpe.float().cpu(), rpe_grid(split[0], split[1])):
             raise ModelError(f"DAT {rpe_key} is not a window offset grid")
-        n_layers = _count(sd, "layers")
-        depth = [_count(sd, f"layers.{i}.blocks") for i in range(n_layers)]
+        n_layers = count_indexed(sd, "layers")
+        depth = [count_indexed(sd, f"layers.{i}.blocks") for i in range(n_layers)]
         heads = []
         for i, dep in enumerate(depth):
             if dep >= 2:
@@ -501,14 +472,9 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "resi_connection": "1conv" if "conv_after_body.weight" in sd else "3conv",
         "upsampler": upsampler, "num_feat": num_feat,
     }
-    try:
-        with torch.device("meta"), _skip_init():
-            expected = DAT(**hp).state_dict()
-    except ValueError as exc:
-        raise ModelError(f"these weights look like DAT but give no valid network: {exc}"
-                         ) from None
-    if set(expected) != set(sd) or any(
-            tuple(expected[k].shape) != tuple(sd[k].shape) for k in expected):
+    expected = inferred_state(DAT, hp, "DAT")
+    assert expected is not None
+    if not fits(expected, sd):
         raise mismatch("DAT", expected, sd)
     return hp
 

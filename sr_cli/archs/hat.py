@@ -50,21 +50,31 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict, _skip_init
+from sr_cli.archs.base import (
+    ArchSpec,
+    StateDict,
+    count_indexed,
+    fits,
+    inferred_state,
+    mismatch,
+)
 from sr_cli.archs.facts import DESCRIPTIONS, HAT_DEFAULTS, describe_hat
 from sr_cli.archs.swinir import (
     RGB_MEAN,
     Mlp,
+    PatchNorm,
+    SwinBody,
     WindowAttention,
     from_windows,
-    shift_mask,
+    init_linear,
+    pixelshuffle_upsample,
     to_windows,
 )
 from sr_cli.errors import ModelError
@@ -228,15 +238,7 @@ class RHAG(nn.Module):
         return y + x
 
 
-class PatchNorm(nn.Module):
-    """Holds upstream's ``patch_embed.norm`` (patch size 1: embedding is a reshape + norm)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-
-
-class HAT(nn.Module):
+class HAT(SwinBody):
     """``forward(x)``: ``(B, in_chans, h, w)`` in [0, 1] -> ``(B, in_chans, h*s, w*s)``."""
 
     def __init__(
@@ -289,35 +291,9 @@ class HAT(nn.Module):
         self.conv_after_body = nn.Conv2d(d, d, 3, 1, 1) if resi_connection == "1conv" else None
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(d, num_feat, 3, 1, 1),
                                                   nn.LeakyReLU(inplace=True))
-        ups: list[nn.Module] = []
-        if upscale == 3:
-            ups += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            for _ in range(int(math.log2(upscale))):
-                ups += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        self.upsample = nn.Sequential(*ups)
+        self.upsample = pixelshuffle_upsample(num_feat, upscale)
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Deep features: RHAGs on the tokens of ``x`` (B, C, H, W; H, W multiples of ws)."""
-        b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)
-        if self.patch_embed is not None:
-            t = self.patch_embed.norm(t)
-        ws = self.ws
-        mask = shift_mask(h, w, ws, ws // 2, x.device) if ws // 2 else None
-        for layer in self.layers:
-            t = layer(t, (h, w), mask)
-        t = self.norm(t)
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        self.apply(init_linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -353,13 +329,6 @@ def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if k not in DERIVED}
 
 
-def _count(sd: StateDict, prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
-        n += 1
-    return n
-
-
 def _int_ratio(dim: int, channels: int) -> int | None:
     """An integer ``r`` with ``dim // r == channels`` (upstream's channel division), exact
     divisors first; None when there is none."""
@@ -375,24 +344,6 @@ def float_ratio(num: int, den: int) -> float:
     """A ratio ``r`` with ``int(den * r) == num`` (upstream's ``int(dim * ratio)``)."""
     r = num / den
     return r if int(den * r) == num else (num + 0.5) / den
-
-
-def mismatch(arch: str, expected: Mapping[str, torch.Tensor], sd: StateDict) -> ModelError:
-    """The ModelError for weights recognised as ``arch`` whose keys or shapes do not fit the
-    network inferred from them (names the first differences)."""
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected))
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if extra:
-        parts.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-    if not parts:
-        k = next(k for k in expected if tuple(expected[k].shape) != tuple(sd[k].shape))
-        parts.append(f"{k} has shape {tuple(sd[k].shape)}, the inferred network needs "
-                     f"{tuple(expected[k].shape)}")
-    return ModelError(f"these weights look like {arch} but do not fit the {arch} inferred from "
-                      f"them: tensors {'; '.join(parts)}")
 
 
 def detect(sd: StateDict) -> dict[str, Any] | None:
@@ -419,8 +370,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         ows = oside + 1 - ws
         if oside * oside != orows or ows < ws:
             raise ModelError(f"HAT overlap bias table of {orows} rows does not fit window {ws}")
-        n_layers = _count(sd, "layers")
-        depths = [_count(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
+        n_layers = count_indexed(sd, "layers")
+        depths = [count_indexed(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
         heads = [int(sd[f"layers.{i}.residual_group.overlap_attn.relative_position_bias_table"]
                      .shape[1]) for i in range(n_layers)]
         compress = _int_ratio(dim, int(sd[first + "conv_block.cab.0.weight"].shape[0]))
@@ -446,14 +397,9 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "resi_connection": "1conv" if "conv_after_body.weight" in sd else "identity",
         "num_feat": num_feat, "patch_norm": "patch_embed.norm.weight" in sd,
     }
-    try:
-        with torch.device("meta"), _skip_init():
-            expected = HAT(**hp).state_dict()
-    except ValueError as exc:
-        raise ModelError(f"these weights look like HAT but give no valid network: {exc}"
-                         ) from None
-    if set(expected) != set(sd) or any(
-            tuple(expected[k].shape) != tuple(sd[k].shape) for k in expected):
+    expected = inferred_state(HAT, hp, "HAT")
+    assert expected is not None
+    if not fits(expected, sd):
         raise mismatch("HAT", expected, sd)
     return hp
 

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict, meta_build
+from sr_cli.archs.base import ArchSpec, StateDict, count_indexed, fits, inferred_state
 from sr_cli.archs.facts import DESCRIPTIONS, OMNISR_DEFAULTS, describe_omnisr
 from sr_cli.archs.swinir import relative_position_index
 
@@ -358,13 +358,6 @@ def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.endswith(("total_ops", "total_params"))}
 
 
-def _count(sd: StateDict, prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
-        n += 1
-    return n
-
-
 def _scale_and_out(channels: int, in_ch: int) -> tuple[int, int] | None:
     for out_ch in dict.fromkeys((in_ch, 3, 1)):
         ratio, rem = divmod(channels, out_ch)
@@ -388,8 +381,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
     found = _scale_and_out(int(sd["up.0.weight"].shape[0]), in_ch)
     if found is None:
         return None
-    res_num = _count(sd, "residual_layer")
-    block_num = _count(sd, "residual_layer.0.residual_layer") - 1
+    res_num = count_indexed(sd, "residual_layer")
+    block_num = count_indexed(sd, "residual_layer.0.residual_layer") - 1
     table = sd.get(_FIRST + "2.fn.rel_pos_bias.weight")
     ws = int(DEFAULTS["window_size"])
     if table is not None:
@@ -402,16 +395,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
     hp: dict[str, Any] = {"num_in_ch": in_ch, "num_out_ch": found[1], "num_feat": f,
                           "block_num": block_num, "pe": table is not None, "window_size": ws,
                           "res_num": res_num, "up_scale": found[0], "bias": "input.bias" in sd}
-    try:
-        with meta_build():
-            expected = OmniSR(**hp).state_dict()
-    except ValueError:
-        return None
-    if set(expected) != set(sd):
-        return None
-    if any(tuple(expected[k].shape) != tuple(sd[k].shape) for k in expected):
-        return None
-    return hp
+    expected = inferred_state(OmniSR, hp)
+    return hp if expected is not None and fits(expected, sd) else None
 
 
 SPEC = ArchSpec(

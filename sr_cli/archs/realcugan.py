@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, StateDict
+from sr_cli.archs.base import ArchSpec, StateDict, fits, inferred_state
 from sr_cli.archs.facts import (
     DESCRIPTIONS,
     REALCUGAN_DEFAULTS,
@@ -267,13 +267,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
     else:
         scale = 3 if int(sd["unet1.conv_bottom.weight"].shape[-1]) == 5 else 2
     hp: dict[str, Any] = {"in_channels": c, "scale": scale, "pro": "pro" in sd}
-    with torch.device("meta"):
-        expected = RealCUGAN(**hp).state_dict()
-    if set(expected) != set(sd):
-        return None
-    if any(tuple(expected[k].shape) != tuple(sd[k].shape) for k in expected):
-        return None
-    return hp
+    expected = inferred_state(RealCUGAN, hp)
+    return hp if expected is not None and fits(expected, sd) else None
 
 
 def parameter_count(in_channels: int = 3, scale: int = 2) -> int:

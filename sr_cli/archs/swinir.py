@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr_cli.archs.base import ArchSpec, Descriptor, StateDict, meta_build
+from sr_cli.archs.base import ArchSpec, Descriptor, StateDict, count_indexed, fits, inferred_state
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 UPSAMPLERS = ("pixelshuffle", "pixelshuffledirect", "nearest+conv", "")
@@ -61,7 +61,8 @@ MASK_VALUE = -100.0
 """Upstream's additive attention mask between tokens of different regions in a shifted window."""
 
 
-def _resi_conv(dim: int, kind: str) -> nn.Module:
+def resi_conv(dim: int, kind: str) -> nn.Module:
+    """The convolution after the body: ``1conv`` or upstream's bottlenecked ``3conv``."""
     if kind == "1conv":
         return nn.Conv2d(dim, dim, 3, 1, 1)
     if kind == "3conv":
@@ -69,7 +70,7 @@ def _resi_conv(dim: int, kind: str) -> nn.Module:
         return nn.Sequential(nn.Conv2d(dim, q, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
                              nn.Conv2d(q, q, 1), nn.LeakyReLU(0.2, inplace=True),
                              nn.Conv2d(q, dim, 3, 1, 1))
-    raise ValueError(f"SwinIR resi_connection must be one of {RESI}, got {kind!r}")
+    raise ValueError(f"resi_connection must be one of {RESI}, got {kind!r}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -194,7 +195,7 @@ class RSTB(nn.Module):
                  resi_connection: str) -> None:
         super().__init__()
         self.residual_group = ResidualGroup(dim, depth, num_heads, ws, mlp_ratio)
-        self.conv = _resi_conv(dim, resi_connection)
+        self.conv = resi_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int],
                 mask: torch.Tensor | None) -> torch.Tensor:
@@ -214,7 +215,50 @@ class PatchNorm(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
 
-class SwinIR(nn.Module):
+def init_linear(m: nn.Module) -> None:
+    """Upstream's initialisation of the transformer's linear layers (``self.apply`` it)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def pixelshuffle_upsample(num_feat: int, upscale: int) -> nn.Sequential:
+    """Upstream's ``Upsample``: conv + PixelShuffle(2) per factor 2, or one x3 stage."""
+    ups: list[nn.Module] = []
+    if upscale == 3:
+        ups += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+    else:
+        for _ in range(int(math.log2(upscale))):
+            ups += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+    return nn.Sequential(*ups)
+
+
+class SwinBody(nn.Module):
+    """What SwinIR and HAT share: the deep features over window-attention groups. Subclasses
+    set ``ws``, ``patch_embed`` (:class:`PatchNorm` or None), ``layers`` (called as
+    ``layer(tokens, (h, w), mask)``) and ``norm``."""
+
+    ws: int
+    patch_embed: PatchNorm | None
+    layers: nn.ModuleList
+    norm: nn.LayerNorm
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Deep features on the tokens of ``x`` (B, C, H, W; H, W multiples of ws)."""
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        if self.patch_embed is not None:
+            t = self.patch_embed.norm(t)
+        ws = self.ws
+        mask = shift_mask(h, w, ws, ws // 2, x.device) if ws // 2 else None
+        for layer in self.layers:
+            t = layer(t, (h, w), mask)
+        t = self.norm(t)
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class SwinIR(SwinBody):
     """``forward(x)``: ``(B, in_chans, h, w)`` in [0, 1] -> ``(B, in_chans, h*s, w*s)``."""
 
     def __init__(
@@ -254,17 +298,11 @@ class SwinIR(nn.Module):
             RSTB(d, int(dep), int(nh), self.ws, float(mlp_ratio), resi_connection)
             for dep, nh in zip(depths, num_heads, strict=True))
         self.norm = nn.LayerNorm(d)
-        self.conv_after_body = _resi_conv(d, resi_connection)
+        self.conv_after_body = resi_conv(d, resi_connection)
         if upsampler == "pixelshuffle":
             self.conv_before_upsample = nn.Sequential(nn.Conv2d(d, num_feat, 3, 1, 1),
                                                       nn.LeakyReLU(inplace=True))
-            ups: list[nn.Module] = []
-            if upscale == 3:
-                ups += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-            else:
-                for _ in range(int(math.log2(upscale))):
-                    ups += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-            self.upsample = nn.Sequential(*ups)
+            self.upsample = pixelshuffle_upsample(num_feat, upscale)
             self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         elif upsampler == "pixelshuffledirect":
             self.upsample = nn.Sequential(nn.Conv2d(d, upscale * upscale * in_chans, 3, 1, 1),
@@ -279,27 +317,7 @@ class SwinIR(nn.Module):
             self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
         else:
             self.conv_last = nn.Conv2d(d, in_chans, 3, 1, 1)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Deep features: RSTBs on the tokens of ``x`` (B, C, H, W; H, W multiples of ws)."""
-        b, c, h, w = x.shape
-        t = x.flatten(2).transpose(1, 2)
-        if self.patch_embed is not None:
-            t = self.patch_embed.norm(t)
-        ws = self.ws
-        mask = shift_mask(h, w, ws, ws // 2, x.device) if ws // 2 else None
-        for layer in self.layers:
-            t = layer(t, (h, w), mask)
-        t = self.norm(t)
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        self.apply(init_linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -369,13 +387,6 @@ def canonical_keys(sd: StateDict) -> dict[str, torch.Tensor]:
             if not k.endswith((".attn.relative_position_index", ".attn_mask"))}
 
 
-def _count(sd: StateDict, prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in sd):
-        n += 1
-    return n
-
-
 def detect(sd: StateDict) -> dict[str, Any] | None:
     """Recognise SwinIR keys and read every hyperparameter from shapes: embed_dim and channels
     from ``conv_first``, window size from the bias table ((2ws-1)^2 rows), heads from its
@@ -394,8 +405,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
     if side * side != rows or side % 2 == 0:
         return None
     ws = (side + 1) // 2
-    n_layers = _count(sd, "layers")
-    depths = [_count(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
+    n_layers = count_indexed(sd, "layers")
+    depths = [count_indexed(sd, f"layers.{i}.residual_group.blocks") for i in range(n_layers)]
     heads = [int(sd[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"]
                  .shape[1]) for i in range(n_layers)]
     mlp_ratio = float(sd[first + "mlp.fc1.weight"].shape[0]) / dim
@@ -425,16 +436,8 @@ def detect(sd: StateDict) -> dict[str, Any] | None:
         "resi_connection": "1conv" if "conv_after_body.weight" in sd else "3conv",
         "num_feat": num_feat, "patch_norm": "patch_embed.norm.weight" in sd,
     }
-    try:
-        with meta_build():
-            expected = SwinIR(**hp).state_dict()
-    except ValueError:
-        return None
-    if set(expected) != set(sd):
-        return None
-    if any(tuple(expected[k].shape) != tuple(sd[k].shape) for k in expected):
-        return None
-    return hp
+    expected = inferred_state(SwinIR, hp)
+    return hp if expected is not None and fits(expected, sd) else None
 
 
 SPEC = ArchSpec(

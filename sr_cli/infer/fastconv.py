@@ -15,8 +15,11 @@ no dilation or groups, float32) of a network for one of:
     Leave the network alone: PyTorch's own oneDNN convolution (channels-last when the engine
     asks for it).
 
-``auto`` applies :func:`choose`: oneDNN everywhere (NNPACK's per-layer single-thread gains did
-not survive whole-network, two-thread measurement; see there). The PyTorch Winograd versions
+``auto`` is oneDNN. NNPACK measured faster per layer on one thread (64->64 1.26-1.47x, 192->64
+1.53-1.64x), so ``auto`` used to give it SRVGGNetCompact's layers on AVX2 CPUs; measured again on
+the whole network (quiet machine, ``SR_CPU_CONV=auto`` vs ``onednn``, ``benchmarks/upscale.py
+--nets srvgg --threads 1,2``, 320x320) it was 1.0x at one thread and 0.54x at two (NNPACK does
+not use the second thread well). The PyTorch Winograd versions
 lost to oneDNN on every layer shape measured (their transforms are memory-bound passes), so
 they and NNPACK are opt-in only, to measure on other CPUs.
 Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns this off).
@@ -38,20 +41,6 @@ from sr_cli.errors import UsageError
 
 MODES = ("auto", "onednn", "winograd4", "winograd2", "nnpack")
 ENV_VAR = "SR_CPU_CONV"
-
-
-def choose(dtype: torch.dtype, in_ch: int, out_ch: int) -> str:
-    """The choice for one layer under ``auto``: oneDNN.
-
-    NNPACK once measured faster per layer on one thread (64->64 1.26-1.47x, 192->64
-    1.53-1.64x), so ``auto`` used to give it SRVGGNetCompact's layers on AVX2 CPUs. Measured
-    again on the whole network (quiet machine, ``SR_CPU_CONV=auto`` vs ``onednn``,
-    ``benchmarks/upscale.py --nets srvgg --threads 1,2``, 320x320): 1.0x at one thread and
-    0.54x at two (NNPACK does not use the second thread well), so ``auto`` keeps oneDNN for
-    every layer; ``nnpack`` stays available by name.
-    """
-    del dtype, in_ch, out_ch
-    return "onednn"
 
 
 @cache
@@ -183,30 +172,13 @@ def resolve_mode(mode: str | None = None) -> str:
 def _replacement(conv: nn.Conv2d, mode: str, dtype: torch.dtype) -> nn.Module | None:
     if not eligible(conv):
         return None
-    choice = choose(dtype, conv.in_channels, conv.out_channels) if mode == "auto" else mode
-    if choice == "winograd4":
+    if mode == "winograd4":
         return WinogradConv2d(conv, 4)
-    if choice == "winograd2":
+    if mode == "winograd2":
         return WinogradConv2d(conv, 2)
-    if choice == "nnpack":
+    if mode == "nnpack":
         return NNPACKConv2d(conv)
     return None
-
-
-AUTO_MIN_SHARE = 0.8
-"""``auto`` swaps only when at least this share of a network's eligible convolutions would go to
-NNPACK: the layers left on oneDNN then run in NCHW, which measured slower than channels-last
-(whole networks, 1 thread: SRVGGNetCompact 1.16x faster with NNPACK on 15 of 17 convs;
-RRDBNet-23, 73 of 351 convs, 0.97x; SRResNet with batch norm 0.43x)."""
-
-
-def _auto_pays(model: nn.Module, dtype: torch.dtype) -> bool:
-    """The network-level part of the ``auto`` rule (see :data:`AUTO_MIN_SHARE`)."""
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return False
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and eligible(m)]
-    fast = [c for c in convs if choose(dtype, c.in_channels, c.out_channels) != "onednn"]
-    return bool(convs) and len(fast) >= AUTO_MIN_SHARE * len(convs)
 
 
 def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = None) -> nn.Module:
@@ -215,7 +187,7 @@ def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = Non
     Args:
         model: a network already on the CPU at ``dtype`` (modified in place and returned).
         dtype: its precision; only float32 layers are ever swapped.
-        mode: one of :data:`MODES`; ``None`` = ``$SR_CPU_CONV`` or ``auto`` (:func:`choose`).
+        mode: one of :data:`MODES`; ``None`` = ``$SR_CPU_CONV`` or ``auto`` (= ``onednn``).
 
     Returns:
         ``model``, with zero or more ``nn.Conv2d`` children replaced. The output equals the
@@ -223,9 +195,7 @@ def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = Non
         tests/test_fastconv.py for the pinned tolerances).
     """
     chosen = resolve_mode(mode)
-    if chosen == "onednn" or dtype != torch.float32:
-        return model
-    if chosen == "auto" and not _auto_pays(model, dtype):
+    if chosen in ("auto", "onednn") or dtype != torch.float32:
         return model
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
