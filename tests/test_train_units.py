@@ -115,6 +115,19 @@ def test_ema_averages_parameters_and_buffers():
     assert not any(p.requires_grad for p in ema.module.parameters())
 
 
+def test_ema_warmup_tracks_early_steps_then_reaches_the_decay():
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(net, 0.999, warmup=True)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.module.weight.data.fill_(0.0)
+    ema.update(net, 1)  # decay min(0.999, 2/11)
+    assert torch.allclose(ema.module.weight, torch.tensor([[9 / 11]]))
+    ema.update(net, 10_000)  # decay 0.999 from here on
+    assert torch.allclose(ema.module.weight, torch.tensor([[1 - 0.999 * 2 / 11]]))
+    assert recipe_config("distill", 4).ema_warmup and not recipe_config("esrgan").ema_warmup
+
+
 def test_recipes_published_settings():
     assert set(RECIPES) >= {"srcnn", "srresnet", "srgan", "esrgan-psnr", "esrgan", "realesrnet",
                             "realesrgan", "realesrnet-compact", "realesrgan-compact"}

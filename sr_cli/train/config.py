@@ -51,6 +51,9 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)  # MultiStepLR
     gamma: float = 0.5
     ema: float = 0.0  # EMA decay of the generator (0 = off)
+    # EMA warm-up: step t uses min(ema, (1 + t) / (10 + t)), so a short run's average tracks
+    # the network instead of staying near its initial weights (off: the papers' plain EMA)
+    ema_warmup: bool = False
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     # -- losses
     pixel_loss: str = "l1"  # "l1", "mse" or "none"

@@ -570,7 +570,7 @@ def _run_training(
         torch.cuda.set_device(device)
     mem = torch.channels_last if (on_cuda and cfg.channels_last) else torch.contiguous_format
     net_g = net_g.to(device, memory_format=mem).train()  # type: ignore[call-overload]
-    ema = EMA(net_g, cfg.ema) if cfg.ema > 0 else None
+    ema = EMA(net_g, cfg.ema, cfg.ema_warmup) if cfg.ema > 0 else None
     opt_g = torch.optim.Adam(net_g.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),  # type: ignore[arg-type]
                              weight_decay=cfg.weight_decay)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, cfg.milestones, cfg.gamma)
@@ -764,7 +764,7 @@ def _run_training(
             if pool is not None:
                 pool.commit()
             if ema is not None:
-                ema.update(net_g)
+                ema.update(net_g, step + 1)
             sched_g.step()
             if sched_d is not None:
                 sched_d.step()

@@ -176,6 +176,7 @@ def _distill(scale: int) -> dict[str, Any]:
         "steps": 20_000,
         "milestones": [10_000, 15_000],
         "ema": 0.999,
+        "ema_warmup": True,
     }
 
 
