@@ -157,6 +157,24 @@ def test_srvgg_output_is_residual_on_nearest_upsample():
     assert torch.equal(net(x), x.repeat_interleave(3, 2).repeat_interleave(3, 3))
 
 
+@pytest.mark.parametrize("act", ["prelu", "relu", "leakyrelu"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_srvgg_training_init_bases(act, scale):
+    """nearest: the network is its nearest base; bilinear: away from the 1-pixel LR border it
+    is F.interpolate bilinear (align_corners=False), whatever the other channels hold."""
+    net = get_arch("srvgg").build(num_feat=8, num_conv=3, upscale=scale, act_type=act)
+    x = torch.rand(1, 3, 9, 11)
+    net.init_for_training()
+    assert torch.equal(net(x), x.repeat_interleave(scale, 2).repeat_interleave(scale, 3))
+    net.init_for_training(base="bilinear")
+    want = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear",
+                                           align_corners=False)
+    s = scale
+    assert torch.allclose(net(x)[..., s:-s, s:-s], want[..., s:-s, s:-s], atol=2e-6)
+    with pytest.raises(ValueError):
+        net.init_for_training(base="bicubic")
+
+
 @pytest.mark.parametrize("scale", [1, 2, 4])
 def test_rrdbnet_scales_and_size_multiple(scale):
     hp = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": scale}

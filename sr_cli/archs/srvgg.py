@@ -70,19 +70,50 @@ class SRVGGNetCompact(nn.Module):
         self.body = nn.ModuleList(layers)
         self.upsampler = nn.PixelShuffle(upscale)
 
-    def init_for_training(self) -> None:
-        """Zero the last convolution, so a fresh network *is* the nearest-neighbour upscale.
+    def init_for_training(self, base: str = "nearest") -> None:
+        """Prepare a fresh network for training: it starts as a fixed upscale.
 
-        Training then learns only the residual over the nearest-upsampled base; from a random
-        last layer, a short schedule leaves the base's flat ``s x s`` blocks visible (the
-        4x4 pattern of the first shipped compact models).
+        ``"nearest"``: the last convolution is zeroed, so the network *is* its
+        nearest-upsampled base (from a random last layer, a short schedule leaves the base's
+        flat ``s x s`` blocks visible: the 4x4 pattern of the first shipped compact models).
+
+        ``"bilinear"``: as nearest, and the first ``num_in_ch`` feature channels of every
+        layer carry the input through unchanged (centre-tap identity, activation slope 1),
+        from which the last convolution adds ``bilinear - nearest`` per output phase. The
+        network then starts as bilinear upscaling (``align_corners=False``; zero padding at
+        the image border), without the nearest base's blocks, and the key names and shapes
+        stay the official ones (a plain SRVGGNetCompact file).
         """
-        last = self.body[-1]
-        assert isinstance(last, nn.Conv2d)
+        if base not in ("nearest", "bilinear"):
+            raise ValueError(f"init base must be nearest or bilinear, got {base!r}")
+        convs = [m for m in self.body if isinstance(m, nn.Conv2d)]
+        last = convs[-1]
         with torch.no_grad():
             last.weight.zero_()
             if last.bias is not None:
                 last.bias.zero_()
+            if base == "nearest":
+                return
+            c, r = last.out_channels // self.upscale**2, self.upscale
+            for conv in convs[:-1]:
+                conv.weight[:c].zero_()
+                for k in range(c):
+                    conv.weight[k, k, 1, 1] = 1.0
+                if conv.bias is not None:
+                    conv.bias[:c].zero_()
+            for act in self.body:
+                if isinstance(act, nn.PReLU) and act.weight.numel() > 1:
+                    act.weight[:c] = 1.0
+            taps = []
+            for i in range(r):  # 1-D bilinear weights over (left, centre, right) for phase i
+                d = (i + 0.5) / r - 0.5
+                taps.append(torch.tensor([max(-d, 0.0), 1.0 - abs(d), max(d, 0.0)]))
+            for k in range(c):
+                for i in range(r):
+                    for j in range(r):
+                        kern = torch.outer(taps[i], taps[j])
+                        kern[1, 1] -= 1.0  # the nearest base is added by forward()
+                        last.weight[k * r * r + i * r + j, k] = kern
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x

@@ -69,6 +69,9 @@ class TrainConfig:
     lr_d: float = 1e-4
     betas_d: list[float] = field(default_factory=lambda: [0.9, 0.999])
     milestones_d: list[int] = field(default_factory=list)
+    # how a fresh SRVGGNetCompact starts: "nearest" (last layer zeroed) or "bilinear"
+    # (starts as bilinear upscaling, no s x s blocks; see SRVGGNetCompact.init_for_training)
+    init_base: str = "nearest"
     init_from: str = ""  # the recipe whose weights should initialise this one (advice only)
     # -- distillation (recipe distill; see sr_cli.train.distill)
     teacher: str = ""  # model whose outputs are the targets (zoo name or weights file)
@@ -137,6 +140,9 @@ class TrainConfig:
                              f"{self.distill_hr_mix}")
         if self.teacher and self.distill_pairs < 1:
             raise UsageError(f"setting distill_pairs must be >= 1, got {self.distill_pairs}")
+        if self.init_base not in ("nearest", "bilinear"):
+            raise UsageError(f"setting init_base must be nearest or bilinear, got "
+                             f"{self.init_base!r}")
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"setting ema must be in [0, 1), got {self.ema}")
         if self.pool_size and self.pool_size % self.batch_size:

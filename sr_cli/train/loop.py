@@ -129,7 +129,7 @@ def build_generator(cfg: TrainConfig) -> tuple[nn.Module, Descriptor]:
     # as its nearest-upsampled base); --init and --resume weights replace it afterwards.
     init = getattr(net, "init_for_training", None)
     if callable(init):
-        init()
+        init(base=cfg.init_base)
     return net, desc
 
 
