@@ -128,6 +128,21 @@ def test_ema_warmup_tracks_early_steps_then_reaches_the_decay():
     assert recipe_config("distill", 4).ema_warmup and not recipe_config("esrgan").ema_warmup
 
 
+def test_gradient_loss_sees_steps_that_pixel_l1_averages_away():
+    from sr_cli.train.losses import gradient_loss
+
+    gt = torch.linspace(0, 1, 16).repeat(1, 3, 16, 1)  # a smooth horizontal ramp
+    blocks = gt.reshape(1, 3, 16, 4, 4).mean(-1, keepdim=True).expand(-1, -1, -1, -1, 4)
+    blocks = blocks.reshape(1, 3, 16, 16)  # the same ramp drawn as flat 4-pixel steps
+    assert float(gradient_loss(gt + 0.1, gt)) == pytest.approx(0.0, abs=1e-7)
+    # the step image is close in L1 but far in neighbour differences
+    assert float(gradient_loss(blocks, gt)) > float((blocks - gt).abs().mean())
+    cfg = recipe_config("distill", 4)
+    cfg.grad_weight = -1.0
+    with pytest.raises(UsageError):
+        cfg.validate()
+
+
 def test_recipes_published_settings():
     assert set(RECIPES) >= {"srcnn", "srresnet", "srgan", "esrgan-psnr", "esrgan", "realesrnet",
                             "realesrgan", "realesrnet-compact", "realesrgan-compact"}

@@ -58,6 +58,7 @@ class TrainConfig:
     # -- losses
     pixel_loss: str = "l1"  # "l1", "mse" or "none"
     pixel_weight: float = 1.0
+    grad_weight: float = 0.0  # L1 of neighbour differences (sr_cli.train.losses.gradient_loss)
     pixel_on_y: bool = False  # compute the pixel loss on BT.601 Y (SRCNN)
     perceptual_layers: dict[str, float] = field(default_factory=dict)  # empty = no perceptual
     perceptual_weight: float = 1.0
@@ -126,7 +127,7 @@ class TrainConfig:
         for key in ("lr", "lr_d", "gamma"):
             if not getattr(self, key) > 0:
                 raise UsageError(f"setting {key} must be > 0, got {getattr(self, key)}")
-        for key in ("weight_decay", "grad_clip", "pixel_weight", "perceptual_weight",
+        for key in ("weight_decay", "grad_clip", "pixel_weight", "grad_weight", "perceptual_weight",
                     "gan_weight", "workers", "pool_size", "cache_mb"):
             if getattr(self, key) < 0:
                 raise UsageError(f"setting {key} must be >= 0, got {getattr(self, key)}")

@@ -43,7 +43,14 @@ from sr_cli.train.config import TrainConfig
 from sr_cli.train.cpu import schedule_note
 from sr_cli.train.data import PairSource, TrainSet, ValImage, load_val_set
 from sr_cli.train.ema import EMA
-from sr_cli.train.losses import PerceptualLoss, gan_d_fake, gan_d_real, gan_g_loss, pixel_loss
+from sr_cli.train.losses import (
+    PerceptualLoss,
+    gan_d_fake,
+    gan_d_real,
+    gan_g_loss,
+    gradient_loss,
+    pixel_loss,
+)
 
 __all__ = ["RunOptions", "RunResult", "build_generator", "run_training", "validate"]
 
@@ -722,6 +729,8 @@ def _run_training(
                 if cfg.pixel_loss != "none" and cfg.pixel_weight > 0:
                     losses["l_pix"] = cfg.pixel_weight * pixel_loss(
                         sr.float(), gt_pix, cfg.pixel_loss, on_y=cfg.pixel_on_y)
+                if cfg.grad_weight > 0:
+                    losses["l_grad"] = cfg.grad_weight * gradient_loss(sr.float(), gt_pix)
                 if perc is not None:
                     losses["l_percep"] = cfg.perceptual_weight * perc(sr.float(), gt_pix)
                 if net_d is not None:  # frozen D: the plain module, no gradient sync needed
