@@ -259,6 +259,7 @@ class Upscaler:
         self._context_lock = threading.Lock()
         self._context: int | None = None
         self._warned_fallback = False
+        self._warned_overflow = False
         self._staged_nets: dict[str, Any] = {}
 
     # -- network ---------------------------------------------------------------------------
@@ -351,7 +352,8 @@ class Upscaler:
         budget = free_memory_bytes(self.device) * self.options.memory_fraction
         return min(budget, 8 * 1024**3) if self.device.type == "cpu" else budget
 
-    def staged_layout(self, height: int, width: int, passes: int = 1) -> StagedLayout | None:
+    def staged_layout(self, height: int, width: int, passes: int = 1, *,
+                      tile: int | None = -1) -> StagedLayout | None:
         """How an ``height x width`` input (multiples of the size multiple) runs staged, or
         None: not a staged network (:meth:`stages_exactly`), ``--tile 0``, or the feature
         maps of a strip at least as tall as the measured context do not fit the memory.
@@ -362,9 +364,10 @@ class Upscaler:
         less; the maps of the whole image when they fit the rest of the budget :meth:`auto_tile`
         uses (``memory_fraction`` of free memory, at most 8 GiB on the CPU), else full-width
         strips with the measured context (:attr:`context`) on each side. ``passes``: 2 when
-        alpha runs through the network too (both sets of maps are held).
+        alpha runs through the network too (both sets of maps are held). ``tile``: overrides
+        ``options.tile`` (None = auto; the default -1 = the options').
         """
-        t = self.options.tile
+        t = self.options.tile if tile == -1 else tile
         if t == 0 or not self.stages_exactly():
             return None
         from sr_cli.infer.staged import computed_pixels, map_bytes_per_pixel
@@ -412,6 +415,54 @@ class Upscaler:
                 tail_tile = 0
         return StagedLayout(strips, u, rows, cols, radii, tail_tile, tail_ctx, width)
 
+    def _staged_tail(self, maps: tuple[torch.Tensor, torch.Tensor], p0: int, u: int, prec: str,
+                     boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
+        """The staged network's tail on input boxes ``(y0, y1, x0, x1)`` (same shape) of maps
+        that start at input row ``p0``, as float32 ``(N, C_out, h*s, w*s)``."""
+        f0, tr = maps
+        dt = DTYPES[prec]
+        fmt = self._memory_format()
+        cut = [(slice(None), slice(None), slice((b[0] - p0) // u, (b[1] - p0) // u),
+                slice(b[2] // u, b[3] // u)) for b in boxes]
+        a = torch.cat([f0[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        t = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            return self._staged(prec).tail(a, t).float()
+
+    def _run_staged(self, x: torch.Tensor, layout: StagedLayout,
+                    progress: Callable[[int, int], None] | None) -> torch.Tensor:
+        """:meth:`run` staged: ``x`` ``(B, C, H, W)`` float on the CPU, H and W multiples of
+        the size multiple -> float32 ``(B, C_out, H*s, W*s)`` on the CPU (unclamped)."""
+        b_, _, h, w = x.shape
+        s, m = self.scale, max(1, self.model.desc.size_multiple)
+        counter = _Counter(progress)
+        counter.total = b_ * layout.work()
+        out: torch.Tensor | None = None
+        for i in range(b_):
+            def fetch(box: tuple[int, ...], i: int = i) -> torch.Tensor:
+                return x[i : i + 1, :, box[0] : box[1], box[2] : box[3]].to(self.device)
+
+            for strip in layout.strips:
+                maps = self._staged_maps(fetch, (strip[2], strip[3], 0, w), layout, counter)
+                for t in layout.tail_tiles(strip, w, m):
+                    box = [(t.py0, t.py1, t.px0, t.px1)]
+                    y = self._staged_tail(maps, strip[2], layout.stride, self.precision, box)
+                    if self.precision != "fp32" and not bool(torch.isfinite(y).all()):
+                        if self.on_warning and not self._warned_fallback:
+                            self.on_warning(f"{self.precision} produced NaN/Inf on a tile; "
+                                            "recomputed it in fp32")
+                            self._warned_fallback = True
+                        y = self._staged_tail(maps, strip[2], layout.stride, "fp32", box)
+                    if out is None:
+                        out = torch.empty((b_, y.shape[1], h * s, w * s))
+                    oy, ox = (t.y0 - t.py0) * s, (t.x0 - t.px0) * s
+                    out[i, :, t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] = y[
+                        0, :, oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s].cpu()
+                    counter.tick()
+                del maps
+        assert out is not None  # noqa: S101 - B >= 1 and a strip has tiles
+        return out
+
     def _staged_maps(self, fetch: Callable[[tuple[int, ...]], torch.Tensor],
                      box: tuple[int, ...], layout: StagedLayout, counter: _Counter
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -422,15 +473,21 @@ class Upscaler:
         x = fetch(box)
         prec = self.precision
         fmt = self._memory_format()
+        def redo() -> None:
+            if self.on_warning and not self._warned_fallback:
+                self.on_warning(f"{prec} produced NaN/Inf on a tile; recomputed it in fp32")
+                self._warned_fallback = True
+
         try:
             return run_head_and_trunk(
                 self._staged(prec), lambda: self._staged("fp32"), x, dtype=DTYPES[prec],
-                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick)
+                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick,
+                on_redo=redo)
         except HalfOverflow:
-            if self.on_warning and not self._warned_fallback:
+            if self.on_warning and not self._warned_overflow:
                 self.on_warning(f"{prec} overflowed in the network's feature maps; "
                                 "recomputed the image in fp32")
-                self._warned_fallback = True
+                self._warned_overflow = True
             return run_head_and_trunk(
                 self._staged("fp32"), lambda: self._staged("fp32"), x, dtype=torch.float32,
                 rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick)
@@ -490,12 +547,16 @@ class Upscaler:
             mode = "reflect" if h > ph and w > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         t = self.options.tile if tile is None else tile
-        if t is None:
-            t = self.auto_tile(*x.shape[-2:])
-        tiles = plan_tiles(x.shape[-2], x.shape[-1], t, self.context if t else 0, m)
-        out = run_tiled(
-            self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
-        )
+        layout = self.staged_layout(*x.shape[-2:], tile=t)
+        if layout is not None:
+            out = self._run_staged(x, layout, progress)
+        else:
+            if t is None:
+                t = self.auto_tile(*x.shape[-2:])
+            tiles = plan_tiles(x.shape[-2], x.shape[-1], t, self.context if t else 0, m)
+            out = run_tiled(
+                self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
+            )
         if ph or pw:
             out = out[:, :, : h * s, : w * s]
         return out.clamp_(0, 1)
@@ -764,16 +825,7 @@ class Upscaler:
             def tail(prec: str, boxes: list[tuple[int, int, int, int]], k: int,
                      maps: list[tuple[torch.Tensor, torch.Tensor]] = maps, p0: int = p0
                      ) -> torch.Tensor:
-                u = layout.stride
-                dt = DTYPES[prec]
-                f0, tr = maps[k]
-                cut = [(slice(None), slice(None), slice((b[0] - p0) // u, (b[1] - p0) // u),
-                        slice(b[2] // u, b[3] // u)) for b in boxes]
-                fmt = self._memory_format()
-                a = torch.cat([f0[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
-                b_ = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
-                with torch.no_grad():
-                    return self._staged(prec).tail(a, b_).float()
+                return self._staged_tail(maps[k], p0, layout.stride, prec, boxes)
 
             yield from self._band_loop(layout.tail_tiles(strip, wp, m), tail, gray_in,
                                        alpha_net, counter)

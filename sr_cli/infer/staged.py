@@ -130,6 +130,7 @@ def run_head_and_trunk(
     cols: int,
     memory_format: torch.memory_format = torch.contiguous_format,
     tick: Callable[[int], None] | None = None,
+    on_redo: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Head and trunk of ``net`` over a whole input region.
 
@@ -141,6 +142,7 @@ def run_head_and_trunk(
         rows, cols: stage tile core size in feature pixels (rows raised to each radius).
         memory_format: layout of the maps and of each tile handed to a stage.
         tick: ``tick(n)`` after every ``n`` stage tiles.
+        on_redo: called when a half-precision stage tile is redone in float32.
 
     Returns:
         ``(head features, trunk features)``, each ``(1, channels, H/stride, W/stride)``.
@@ -160,7 +162,7 @@ def run_head_and_trunk(
             assert saved is not None  # noqa: S101 - net.saves
             saved.copy_(cur)
         _run_stage(stage, _nth_stage(net32, k) if half else None, cur, rows, cols,
-                   memory_format, tick)
+                   memory_format, tick, on_redo)
         if stage.residual is not None:
             assert saved is not None  # noqa: S101 - a residual needs a snapshot
             cur.mul_(stage.residual).add_(saved)
@@ -173,7 +175,8 @@ def _nth_stage(net32: Callable[[], StagedNet], k: int) -> Callable[[], Stage]:
 
 def _run_stage(stage: Stage, stage32: Callable[[], Stage] | None, cur: torch.Tensor,
                rows: int, cols: int, fmt: torch.memory_format,
-               tick: Callable[[int], None] | None) -> None:
+               tick: Callable[[int], None] | None,
+               on_redo: Callable[[], None] | None = None) -> None:
     """``cur = stage.fn(cur)`` in place, tile by tile in raster bands (see the module doc)."""
     _, c, h, w = cur.shape
     r = stage.radius
@@ -200,6 +203,8 @@ def _run_stage(stage: Stage, stage32: Callable[[], Stage] | None, cur: torch.Ten
                 if ok:
                     continue
                 assert stage32 is not None  # noqa: S101 - oks only in half precision
+                if on_redo:
+                    on_redo()
                 inp32 = cur[:, :, pa:pb, qa:qb].float().contiguous(memory_format=fmt)
                 y = stage32().fn(inp32)[:, :, a - pa : b - pa, x0 - qa : x1 - qa].to(cur.dtype)
                 if not bool(torch.isfinite(y).all()):
