@@ -363,7 +363,8 @@ class Upscaler:
         quarter of the budget on CUDA), as full-width bands or squares, whichever computes
         less; the maps of the whole image when they fit the rest of the budget :meth:`auto_tile`
         uses (``memory_fraction`` of free memory, at most 8 GiB on the CPU), else full-width
-        strips with the measured context (:attr:`context`) on each side. ``passes``: 2 when
+        strips with the measured context (:attr:`context`) on each side, unless the one-pass
+        tiles plan fewer computed pixels (both are inexact then). ``passes``: 2 when
         alpha runs through the network too (both sets of maps are held). ``tile``: overrides
         ``options.tile`` (None = auto; the default -1 = the options').
         """
@@ -413,7 +414,15 @@ class Upscaler:
             tail_tile = max(32, side, min_tile_for_overhead(tail_ctx))
             if max(b - a for a, b, _, _ in strips) <= tail_tile and width <= tail_tile:
                 tail_tile = 0
-        return StagedLayout(strips, u, rows, cols, radii, tail_tile, tail_ctx, width)
+        layout = StagedLayout(strips, u, rows, cols, radii, tail_tile, tail_ctx, width)
+        if len(strips) > 1:  # both inexact now: the one-pass tiles when they compute less
+            m = max(1, self.model.desc.size_multiple)
+            t1 = self.auto_tile(height, width) if t is None else t
+            plan = plan_tiles(height, width, t1, self.context if t1 else 0, m)
+            one_pass = sum((p.py1 - p.py0) * (p.px1 - p.px0) for p in plan) / (height * width)
+            if one_pass - 1 <= layout.overhead():
+                return None
+        return layout
 
     def _staged_tail(self, maps: tuple[torch.Tensor, torch.Tensor], p0: int, u: int, prec: str,
                      boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
@@ -693,8 +702,9 @@ class Upscaler:
         gray go band-wise too. Input tiles travel to the device as 8/16-bit integers and are
         converted there. Non-finite output raises ModelError (checked once per band, so the
         device is not synchronised per tile); a half-precision tile with NaN/Inf is redone
-        in fp32. ``progress(done, total)`` counts tiles. Validation (sizes, memory) happens
-        here, before any work.
+        in fp32. ``progress(done, total)`` counts tiles (staged networks: stage tiles and
+        tail tiles, so it advances inside an image that is one tile). Validation (sizes,
+        memory) happens here, before any work.
         """
         arr = np.asarray(pixels)
         if arr.ndim == 2:

@@ -16,10 +16,12 @@ holding a block's three outputs), and ``tail`` (``(head features, trunk features
 exact radius ``tail_radius`` feature pixels), which the engine streams band by band like a
 plain network.
 
-Stages are computed in place on one running map: band by band (raster order), each band's
-output held until the next band has been computed (which still reads the band's old rows as
-context), then written back. Memory: the head features, the running map, the snapshot (when a
-stage saves one) and one pending band, in the network's dtype; see :func:`map_bytes_per_pixel`.
+A stage that is one tile (the whole map) is a plain call that returns a new map, as the
+network's own forward does. Otherwise it is computed in place on the running map: band by band
+(raster order), each band's output held until the next band has been computed (which still
+reads the band's old rows as context), then written back. Memory: the head features, the
+running map, the snapshot (when a stage saves one) and one pending band (or the stage's new
+map), in the network's dtype; see :func:`map_bytes_per_pixel`.
 
 Half precision: every stage tile is checked for NaN/Inf (one device synchronisation per band);
 a bad tile is recomputed in float32 from the same input; when even that result does not fit
@@ -155,18 +157,43 @@ def run_head_and_trunk(
     if half and not bool(torch.isfinite(feat0).all()):
         raise HalfOverflow
     feat0 = feat0.contiguous(memory_format=memory_format)
-    cur = feat0.clone(memory_format=memory_format)
-    saved = torch.empty_like(cur) if net.saves else None
+    cur = feat0
+    saved: torch.Tensor | None = None
     for k, stage in enumerate(net.stages):
+        s32 = _nth_stage(net32, k) if half else None
         if stage.save:
-            assert saved is not None  # noqa: S101 - net.saves
-            saved.copy_(cur)
-        _run_stage(stage, _nth_stage(net32, k) if half else None, cur, rows, cols,
-                   memory_format, tick, on_redo)
+            saved = cur  # stages never write into their input map but in place (below)
+        if _one_tile(cur, stage, rows, cols):  # a new map, as the plain forward makes
+            cur = _whole_stage(stage, s32, cur, on_redo)
+            if tick:
+                tick(1)
+        else:  # in place, band by band: feat0 and the snapshot must stay as they are
+            if cur is feat0 or cur is saved:
+                cur = cur.clone(memory_format=memory_format)
+            _run_stage(stage, s32, cur, rows, cols, memory_format, tick, on_redo)
         if stage.residual is not None:
             assert saved is not None  # noqa: S101 - a residual needs a snapshot
-            cur.mul_(stage.residual).add_(saved)
+            cur.mul_(stage.residual).add_(saved)  # cur is this stage's own map here
+            saved = None
     return feat0, cur
+
+
+def _one_tile(cur: torch.Tensor, stage: Stage, rows: int, cols: int) -> bool:
+    h, w = cur.shape[-2:]
+    return max(rows, stage.radius, 1) >= h and cols >= w
+
+
+def _whole_stage(stage: Stage, stage32: Callable[[], Stage] | None, cur: torch.Tensor,
+                 on_redo: Callable[[], None] | None) -> torch.Tensor:
+    """A stage whose one tile is the whole map: plain ``fn(map)``, redone in fp32 on NaN/Inf."""
+    y = stage.fn(cur)
+    if stage32 is not None and not bool(torch.isfinite(y).all()):
+        if on_redo:
+            on_redo()
+        y = stage32().fn(cur.float()).to(cur.dtype)
+        if not bool(torch.isfinite(y).all()):
+            raise HalfOverflow
+    return y
 
 
 def _nth_stage(net32: Callable[[], StagedNet], k: int) -> Callable[[], Stage]:
