@@ -75,11 +75,11 @@ def test_shipped_rrdb_staged_tiles_equal_untiled(shipped, tile):
 @pytest.mark.parametrize("layout", ["x2", "x1"])
 def test_streamed_bands_equal_whole_image_with_alpha_and_gray(layout):
     """Pixel-unshuffle layouts through the band-streaming path: RGBA (alpha through the
-    network: two sets of maps) and gray images, tiled vs --tile 0."""
+    network: two sets of maps) and gray images of odd sizes, tiled vs --tile 0."""
     lm = _tiny(layout)
-    rgba = synthetic_image(52, 60, c=4, seed=2)
-    rgba[:, :, 3] = np.linspace(0, 255, 60, dtype=np.uint8)[None, :]
-    gray = synthetic_image(52, 60, c=1, seed=3)[:, :, 0]
+    rgba = synthetic_image(51, 61, c=4, seed=2)  # odd: padded to the unshuffle multiple
+    rgba[:, :, 3] = np.linspace(0, 255, 61).astype(np.uint8)[None, :]
+    gray = synthetic_image(51, 61, c=1, seed=3)[:, :, 0]
     for img in (rgba, gray):
         whole = Upscaler(lm, InferenceOptions(device="cpu", tile=0)).upscale_array(img)
         tiled = Upscaler(lm, InferenceOptions(device="cpu", tile=24)).upscale_array(img)
