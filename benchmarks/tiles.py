@@ -24,7 +24,8 @@ gives: the one-pass tiles with the measured context (the path before staging; st
 off for that run) and the staged exact tiling (RRDBNet per dense block, and per RRDB), plus
 one-pass and staged runs at the ``--tiles`` sizes. ``--budget-mb`` sets the memory budget
 auto tiling works with (the engine is told twice that much is free; the CPU's lean tile budget
-stays), so a modest crop tiles as a large image would; ``--repeat`` interleaves rounds.
+stays), so a modest crop tiles as a large image would; ``--repeat`` interleaves rounds
+(0: only the frame plans).
 Printed per run: best wall time and its ratio to the untiled run, planned computed-pixel
 overhead, max / mean abs difference in 8-bit levels and the share of samples that differ.
 Then both paths' planned overheads for common frame sizes.
@@ -230,10 +231,13 @@ def staged_report(lm: zoo.LoadedModel, img: np.ndarray, ctx: int,
             secs[name].append(time.perf_counter() - t0)
             outs.setdefault(name, out)
         print(f"round {rep + 1}/{args.repeat} done", file=sys.stderr, flush=True)
-    whole = outs[runs[0][0]]
-    t_whole = min(secs[runs[0][0]])
-    print(f"{'run':30s} {'s':>7s} {'time':>6s} {'planned':>8s} {'max':>4s} {'mean':>7s} "
-          f"{'differ':>7s}  plan (time: best of {args.repeat}, ratio to untiled)")
+    if args.repeat < 1:
+        runs = []  # --repeat 0: only the frame plans below
+    else:
+        whole = outs[runs[0][0]]
+        t_whole = min(secs[runs[0][0]])
+        print(f"{'run':30s} {'s':>7s} {'time':>6s} {'planned':>8s} {'max':>4s} {'mean':>7s} "
+              f"{'differ':>7s}  plan (time: best of {args.repeat}, ratio to untiled)")
     for name, tile, staged, per in runs:
         engine.STAGED_PER = per
         what, over = plan(upscaler(tile, staged, per), tile, h, w)
