@@ -107,6 +107,7 @@ def test_auto_layout_and_progress_inside_one_image():
 def test_tta_compile_and_tile_zero_keep_the_one_pass_path():
     lm = _tiny()
     assert Upscaler(lm, InferenceOptions(device="cpu", tta=True)).staged_layout(64, 64) is None
+    assert not Upscaler(lm, InferenceOptions(device="cpu", compile=True)).stages_exactly()
     assert Upscaler(lm, InferenceOptions(device="cpu", tile=0)).staged_layout(64, 64) is None
     assert Upscaler(lm, InferenceOptions(device="cpu", tile=32)).stages_exactly()
     srvgg, desc = build("srvgg", num_feat=8, num_conv=2, upscale=2)
