@@ -18,6 +18,17 @@ samples that differ at all and by more than 1 level, the wall time and its ratio
 image, and the plan's computed-pixel overhead (padded tile area / image area - 1). Then the
 auto tile size (what users get without ``--tile``) for common frame sizes with its planned
 overhead. Nothing here is a test; figures go in the README.
+
+``--staged`` compares, in one run, the untiled network (``--tile 0``) with what auto tiling
+gives: the one-pass tiles with the measured context (the path before staging; staging turned
+off for that run) and the staged exact tiling (RRDBNet per dense block, and per RRDB), plus
+one-pass and staged runs at the ``--tiles`` sizes. ``--budget-mb`` sets the memory budget
+auto tiling works with (the engine is told twice that much is free; the CPU's lean tile budget
+stays), so a modest crop tiles as a large image would; ``--repeat`` interleaves rounds
+(0: only the frame plans).
+Printed per run: best wall time and its ratio to the untiled run, planned computed-pixel
+overhead, max / mean abs difference in 8-bit levels and the share of samples that differ.
+Then both paths' planned overheads for common frame sizes.
 """
 
 from __future__ import annotations
@@ -107,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tiles", default="32,64,96,128")
     ap.add_argument("--context", type=int, default=None, help="override the context")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--staged", action="store_true",
+                    help="untiled vs one-pass auto tiles vs staged exact tiles (see above)")
+    ap.add_argument("--budget-mb", type=float, default=None,
+                    help="with --staged: the auto tiling memory budget (MiB)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="with --staged: interleaved rounds; the best time is printed")
     ap.add_argument("--profile", type=int, default=0, metavar="R",
                     help="instead of whole tiled runs: the error profile of one cut R px "
                     "inside a 40-row strip of the photo (and of the probe's synthetic image)")
@@ -137,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
           f" x{desc.scale}); context {ctx}px ({how})")
     print(f"input: Set14 {args.image} x2 LR, centre {w}x{h} crop")
 
+    if args.staged:
+        staged_report(lm, img, ctx, args)
+        return
+
     def run(tile: int) -> tuple[np.ndarray, float]:
         up = Upscaler(lm, InferenceOptions(device="cpu", precision="fp32", tile=tile))
         t0 = time.perf_counter()
@@ -158,6 +179,81 @@ def main(argv: list[str] | None = None) -> None:
         t = up.auto_tile(fh, fw)
         over = planned_overhead(ctx, m, t, fh, fw)
         print(f"auto tile for {fw}x{fh}: {t or 'whole image'}; planned overhead {over:+.1%}")
+
+
+def staged_report(lm: zoo.LoadedModel, img: np.ndarray, ctx: int,
+                  args: argparse.Namespace) -> None:
+    from sr_cli.infer import engine
+    from sr_cli.infer.device import free_memory_bytes
+
+    h, w = img.shape[:2]
+    m = max(1, lm.desc.size_multiple)
+    free = free_memory_bytes(torch.device("cpu"))
+    frac = 0.5
+    if args.budget_mb is not None:  # pinned: the free memory of a loaded machine drifts
+        free = 2 * args.budget_mb * 2**20
+        engine.free_memory_bytes = lambda device: free  # type: ignore[assignment]
+    print(f"auto tiling budget {min(free * frac, 8 * 2**30) / 2**20:.0f} MiB "
+          f"(memory_fraction {frac:.3g} of {free / 2**30:.1f} GiB free)")
+
+    def upscaler(tile: int | None, staged: bool, per: str = "rdb") -> Upscaler:
+        engine.STAGED_PER = per
+        up = Upscaler(lm, InferenceOptions(device="cpu", precision="fp32", tile=tile,
+                                           memory_fraction=frac))
+        if not staged:
+            up.stages_exactly = lambda: False  # type: ignore[method-assign]
+        return up
+
+    def plan(up: Upscaler, tile: int | None, fh: int, fw: int) -> tuple[str, float]:
+        lay = up.staged_layout(fh, fw, tile=tile)
+        if lay is not None:
+            return (f"staged rows {lay.rows} cols {lay.cols} strips {len(lay.strips)} "
+                    f"tail {lay.tail_tile or 'strip'}", lay.overhead())
+        t = up.auto_tile(fh, fw) if tile is None else tile
+        return f"tile {t or 'whole'}", planned_overhead(ctx, m, t, fh, fw)
+
+    runs: list[tuple[str, int | None, bool, str]] = [
+        ("untiled (--tile 0)", 0, False, "rdb"),
+        ("auto, one-pass tiles", None, False, "rdb"),
+        ("auto, staged per RDB", None, True, "rdb"),
+        ("auto, staged per RRDB", None, True, "rrdb"),
+    ]
+    for t in (int(v) for v in args.tiles.split(",")):
+        runs += [(f"--tile {t}, one-pass", t, False, "rdb"),
+                 (f"--tile {t}, staged per RDB", t, True, "rdb")]
+    outs: dict[str, np.ndarray] = {}
+    secs: dict[str, list[float]] = {name: [] for name, *_ in runs}
+    for rep in range(args.repeat):  # interleaved rounds: a loaded machine's drift hits all
+        for name, tile, staged, per in runs:
+            up = upscaler(tile, staged, per)
+            t0 = time.perf_counter()
+            out = up.upscale_array(img)
+            secs[name].append(time.perf_counter() - t0)
+            outs.setdefault(name, out)
+        print(f"round {rep + 1}/{args.repeat} done", file=sys.stderr, flush=True)
+    if args.repeat < 1:
+        runs = []  # --repeat 0: only the frame plans below
+    else:
+        whole = outs[runs[0][0]]
+        t_whole = min(secs[runs[0][0]])
+        print(f"{'run':30s} {'s':>7s} {'time':>6s} {'planned':>8s} {'max':>4s} {'mean':>7s} "
+              f"{'differ':>7s}  plan (time: best of {args.repeat}, ratio to untiled)")
+    for name, tile, staged, per in runs:
+        engine.STAGED_PER = per
+        what, over = plan(upscaler(tile, staged, per), tile, h, w)
+        sec = min(secs[name])
+        d = np.abs(outs[name].astype(np.int16) - whole.astype(np.int16))
+        print(f"{name:30s} {sec:7.1f} {sec / t_whole:5.2f}x {over:+8.1%} {int(d.max()):4d} "
+              f"{float(d.mean()):7.4f} {float((d > 0).mean()):7.3%}  {what}", flush=True)
+    engine.STAGED_PER = "rdb"
+    engine.free_memory_bytes = free_memory_bytes
+    frac = 0.5
+    print("planned overhead of auto tiling for frames (trunk stages for staged; the default "
+          "budget):")
+    for fw, fh in ((1920, 1080), (3840, 2160), (7680, 4320)):
+        old_what, old = plan(upscaler(None, False), None, fh, fw)
+        new_what, new = plan(upscaler(None, True), None, fh, fw)
+        print(f"  {fw}x{fh}: one-pass {old:+.1%} ({old_what}); staged {new:+.1%} ({new_what})")
 
 
 if __name__ == "__main__":

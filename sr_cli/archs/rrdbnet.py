@@ -18,6 +18,7 @@ and the old ESRGAN ``model.N`` layout (``model.1.sub.N.RDBK.convJ.0``).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -124,6 +125,53 @@ class RRDBNet(nn.Module):
             up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
             feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+    def staged(self, per: str = "rdb") -> Any:
+        """This network as exact stages for the engine's staged tiling
+        (:class:`sr_cli.infer.staged.StagedNet`): ``conv_first`` (after the unshuffle), the
+        trunk per Residual Dense Block (``per="rdb"``: radius 5 feature px, RRDB residual by
+        snapshot) or per RRDB (``"rrdb"``: radius 15), and ``conv_body`` + skip + upsampling
+        tail (radius 3 feature px: 1 + 1/2 + 1/4 + ... at the growing resolutions, rounded up).
+        The arithmetic is the forward's, operation for operation."""
+        from sr_cli.infer.staged import Stage, StagedNet
+
+        if per not in ("rdb", "rrdb"):
+            raise ValueError(f"per must be 'rdb' or 'rrdb', got {per!r}")
+        stages: list[Stage] = []
+        for block in self.body:
+            assert isinstance(block, RRDB)  # noqa: S101 - built by __init__
+            if per == "rrdb":
+                stages.append(Stage(block, 15))
+            else:
+                stages += [Stage(block.rdb1, 5, save=True), Stage(block.rdb2, 5),
+                           Stage(block.rdb3, 5, residual=0.2)]
+        feat = int(self.conv_first.out_channels)
+        first = self.body[0] if len(self.body) else None
+        grow = int(first.rdb1.conv1.out_channels) if isinstance(first, RRDB) else 0
+        # input tile + x1..x4 + the widest concat + conv5 output + its scaled copy (+ an
+        # RRDB's two held block outputs)
+        work = 4 * feat + 8 * grow + (2 * feat if per == "rrdb" else 0)
+        # backwards from an output pixel, in feature px: conv_last and conv_hr (1 px each at
+        # 2**stages the resolution), then per stage its conv (1 px at 2**k) and the nearest
+        # upsampling (rounds the reach out to the coarser grid), then conv_body (1 px)
+        reach = 2 * 0.5**self.stages
+        for k in range(self.stages, 0, -1):
+            reach = math.ceil((reach + 0.5**k) * 2 ** (k - 1)) / 2 ** (k - 1)
+        tail = math.ceil(reach) + 1  # 3 for every layout
+        return StagedNet(stride=self.unshuffle, channels=feat, head=self._head,
+                         stages=stages, tail=self._tail, tail_radius=tail,
+                         work_channels=work)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
+        return self.conv_first(feat)  # type: ignore[no-any-return]
+
+    def _tail(self, feat: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
+        feat = feat + self.conv_body(trunk)
+        for k in range(1, self.stages + 1):
+            up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
+            feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))  # type: ignore[no-any-return]
 
 
 _ORIG = [

@@ -61,7 +61,9 @@ def upscale(
         int | None,
         typer.Option("--tile", help="Tile size in input pixels; 0 = whole image; default: "
                      "auto, sized to the device's free memory. Tiles overlap by the network's "
-                     "context, so the output matches an untiled run (no seams)."),
+                     "context, so the output matches an untiled run (no seams). RRDBNet runs "
+                     "staged (block by block over stored feature maps, exact): N sets the "
+                     "block and tail tiles."),
     ] = None,
     tile_batch: Annotated[
         int, typer.Option("--tile-batch", help="Tiles per forward pass.", min=1)

@@ -29,6 +29,7 @@ from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
 from sr_cli.io.images import PixelStream
 
 if TYPE_CHECKING:
+    from sr_cli.infer.staged import StagedNet
     from sr_cli.zoo import LoadedModel
 
 ALPHA_MODES = ("model", "bicubic")
@@ -146,6 +147,82 @@ def min_tile_for_overhead(context: int, overhead: float = MAX_TILE_OVERHEAD) -> 
     return math.ceil(2 * context / (math.sqrt(1 + overhead) - 1))
 
 
+STAGED_PER = "rdb"
+"""Granularity of RRDBNet's staged trunk: per Residual Dense Block (radius 5 feature px,
+three maps held) rather than per RRDB (radius 15, two maps): a third of the overlap for half
+as much memory again (``benchmarks/tiles.py --staged`` measures both)."""
+
+
+class _Counter:
+    """``progress(done, total)`` over work units (tiles, stage tiles), never past total."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None) -> None:
+        self.progress = progress
+        self.total = 0
+        self.done = 0
+
+    def tick(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+@dataclass(frozen=True)
+class StagedLayout:
+    """How an image is run staged (see :mod:`sr_cli.infer.staged`).
+
+    Attributes:
+        strips: ``(y0, y1, p0, p1)`` input rows: the strip's own rows and the rows its maps
+            are computed over (the strip grown by the measured context, clamped); one strip
+            ``(0, H, 0, H)`` when the whole image's feature maps fit the memory budget.
+        stride: input pixels per feature pixel.
+        rows, cols: stage tile core in feature pixels.
+        radii: the stages' radii (feature px).
+        tail_tile: tail tile core in input pixels (0 = a strip at once).
+        tail_context: the tail's exact radius in input pixels.
+        width: input width (pixels).
+    """
+
+    strips: list[tuple[int, int, int, int]]
+    stride: int
+    rows: int
+    cols: int
+    radii: tuple[int, ...]
+    tail_tile: int
+    tail_context: int
+    width: int
+
+    def tail_tiles(self, strip: tuple[int, int, int, int], width: int, m: int) -> list[Tile]:
+        """Tail tiles of a strip: cores partition its own rows, padding clamped to its maps."""
+        y0, y1, p0, p1 = strip
+        ctx = -(-self.tail_context // m) * m
+        return [Tile(t.y0 + y0, t.y1 + y0, t.x0, t.x1, max(p0, t.y0 + y0 - ctx),
+                     min(p1, t.y1 + y0 + ctx), t.px0, t.px1)
+                for t in plan_tiles(y1 - y0, width, self.tail_tile, self.tail_context, m)]
+
+    def work(self, passes: int = 1) -> int:
+        """Progress units: stage tiles of every strip and pass, then tail tiles."""
+        from sr_cli.infer.staged import stage_tiles
+
+        u, n = self.stride, 0
+        for y0, y1, p0, p1 in self.strips:
+            hf, wf = (p1 - p0) // u, self.width // u
+            n += passes * sum(stage_tiles(hf, wf, self.rows, self.cols, r) for r in self.radii)
+            n += len(plan_tiles(y1 - y0, self.width, self.tail_tile, self.tail_context))
+        return n
+
+    def overhead(self) -> float:
+        """Computed pixels beyond the image's own, over every stage and strip (the trunk)."""
+        from sr_cli.infer.staged import computed_pixels
+
+        u = self.stride
+        wf = self.width // u
+        own = sum((y1 - y0) // u for y0, y1, _, _ in self.strips) * wf * len(self.radii)
+        done = sum(computed_pixels((p1 - p0) // u, wf, self.rows, self.cols, r)
+                   for _, _, p0, p1 in self.strips for r in self.radii)
+        return done / max(1, own) - 1
+
+
 class Upscaler:
     """Run a loaded model on images.
 
@@ -182,6 +259,8 @@ class Upscaler:
         self._context_lock = threading.Lock()
         self._context: int | None = None
         self._warned_fallback = False
+        self._warned_overflow = False
+        self._staged_nets: dict[str, Any] = {}
 
     # -- network ---------------------------------------------------------------------------
     @property
@@ -253,6 +332,175 @@ class Upscaler:
                 y = self._net("fp32")(xd)
             return y.float().contiguous()
 
+    def _staged(self, prec: str) -> StagedNet:
+        """The network at ``prec`` as exact stages (call only when :meth:`staged_layout` is
+        not None)."""
+        with self._context_lock:
+            snet = self._staged_nets.get(prec)
+            if snet is None:
+                snet = self._net(prec).staged(STAGED_PER)  # type: ignore[operator]
+                self._staged_nets[prec] = snet
+            return snet  # type: ignore[no-any-return]
+
+    def stages_exactly(self) -> bool:
+        """Whether this network runs staged (exact tiles): it exposes ``staged()`` and runs
+        through PyTorch without ``--tta`` or ``--compile`` (those keep the one-pass tiles)."""
+        return (self.engine != "ncnn" and not self.options.tta and not self.options.compile
+                and self.scale > 0 and callable(getattr(self.model.net, "staged", None)))
+
+    def _budget(self) -> float:
+        budget = free_memory_bytes(self.device) * self.options.memory_fraction
+        return min(budget, 8 * 1024**3) if self.device.type == "cpu" else budget
+
+    def staged_layout(self, height: int, width: int, passes: int = 1, *,
+                      tile: int | None = -1) -> StagedLayout | None:
+        """How an ``height x width`` input (multiples of the size multiple) runs staged, or
+        None: not a staged network (:meth:`stages_exactly`), ``--tile 0``, or the feature
+        maps of a strip at least as tall as the measured context do not fit the memory.
+
+        ``--tile N`` (N > 0) sets the stage tiles (N input px square) and the tail tiles;
+        auto: stage tiles sized to the working budget (:data:`LEAN_BUDGET_CPU` on the CPU, a
+        quarter of the budget on CUDA), as full-width bands or squares, whichever computes
+        less; the maps of the whole image when they fit the rest of the budget :meth:`auto_tile`
+        uses (``memory_fraction`` of free memory, at most 8 GiB on the CPU), else full-width
+        strips with the measured context (:attr:`context`) on each side, unless the one-pass
+        tiles plan fewer computed pixels (both are inexact then). ``passes``: 2 when
+        alpha runs through the network too (both sets of maps are held). ``tile``: overrides
+        ``options.tile`` (None = auto; the default -1 = the options').
+        """
+        t = self.options.tile if tile == -1 else tile
+        if t == 0 or not self.stages_exactly():
+            return None
+        from sr_cli.infer.staged import computed_pixels, map_bytes_per_pixel
+
+        snet = self._staged(self.precision)
+        db = torch.finfo(DTYPES[self.precision]).bits // 8
+        u = snet.stride
+        hf, wf = height // u, width // u
+        radii = tuple(st.radius for st in snet.stages)
+        rmax = max(radii, default=0)
+        budget = self._budget()
+        work_budget = LEAN_BUDGET_CPU if self.device.type == "cpu" else budget / 4
+        if t:
+            rows = cols = max(1, t // u)
+        else:
+            area = max(1, int(work_budget // (snet.work_channels * db)))
+            side = max(1, math.isqrt(area))
+            band = (max(rmax, area // max(1, wf)), wf)
+            square = (side, side)
+            rows, cols = min(
+                (band, square),
+                key=lambda rc: computed_pixels(hf, wf, rc[0], rc[1], rmax),
+            )
+        per_row = map_bytes_per_pixel(snet, db) * passes * wf
+        fit_rows = int(max(0.0, budget - work_budget) // max(1, per_row))
+        if fit_rows >= hf:
+            strips = [(0, height, 0, height)]
+        else:
+            m = max(1, self.model.desc.size_multiple)
+            cf = -(-self.context // m) * m // u  # feature rows of context per side
+            core = fit_rows - 2 * cf
+            if core < max(cf, 1):
+                return None
+            strips = []
+            for a, b in _row_splits(hf, core):
+                strips.append((a * u, b * u, max(0, a - cf) * u, min(hf, b + cf) * u))
+        per_px = _bytes_per_input_pixel(self.model, db)
+        tail_ctx = snet.tail_radius * u
+        if t:
+            tail_tile = t
+        else:
+            side = math.isqrt(int(work_budget // per_px))
+            tail_tile = max(32, side, min_tile_for_overhead(tail_ctx))
+            if max(b - a for a, b, _, _ in strips) <= tail_tile and width <= tail_tile:
+                tail_tile = 0
+        layout = StagedLayout(strips, u, rows, cols, radii, tail_tile, tail_ctx, width)
+        if len(strips) > 1:  # both inexact now: the one-pass tiles when they compute less
+            m = max(1, self.model.desc.size_multiple)
+            t1 = self.auto_tile(height, width) if t is None else t
+            plan = plan_tiles(height, width, t1, self.context if t1 else 0, m)
+            one_pass = sum((p.py1 - p.py0) * (p.px1 - p.px0) for p in plan) / (height * width)
+            if one_pass - 1 <= layout.overhead():
+                return None
+        return layout
+
+    def _staged_tail(self, maps: tuple[torch.Tensor, torch.Tensor], p0: int, u: int, prec: str,
+                     boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
+        """The staged network's tail on input boxes ``(y0, y1, x0, x1)`` (same shape) of maps
+        that start at input row ``p0``, as float32 ``(N, C_out, h*s, w*s)``."""
+        f0, tr = maps
+        dt = DTYPES[prec]
+        fmt = self._memory_format()
+        cut = [(slice(None), slice(None), slice((b[0] - p0) // u, (b[1] - p0) // u),
+                slice(b[2] // u, b[3] // u)) for b in boxes]
+        a = torch.cat([f0[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        t = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            return self._staged(prec).tail(a, t).float()
+
+    def _run_staged(self, x: torch.Tensor, layout: StagedLayout,
+                    progress: Callable[[int, int], None] | None) -> torch.Tensor:
+        """:meth:`run` staged: ``x`` ``(B, C, H, W)`` float on the CPU, H and W multiples of
+        the size multiple -> float32 ``(B, C_out, H*s, W*s)`` on the CPU (unclamped)."""
+        b_, _, h, w = x.shape
+        s, m = self.scale, max(1, self.model.desc.size_multiple)
+        counter = _Counter(progress)
+        counter.total = b_ * layout.work()
+        out: torch.Tensor | None = None
+        for i in range(b_):
+            def fetch(box: tuple[int, ...], i: int = i) -> torch.Tensor:
+                return x[i : i + 1, :, box[0] : box[1], box[2] : box[3]].to(self.device)
+
+            for strip in layout.strips:
+                maps = self._staged_maps(fetch, (strip[2], strip[3], 0, w), layout, counter)
+                for t in layout.tail_tiles(strip, w, m):
+                    box = [(t.py0, t.py1, t.px0, t.px1)]
+                    y = self._staged_tail(maps, strip[2], layout.stride, self.precision, box)
+                    if self.precision != "fp32" and not bool(torch.isfinite(y).all()):
+                        if self.on_warning and not self._warned_fallback:
+                            self.on_warning(f"{self.precision} produced NaN/Inf on a tile; "
+                                            "recomputed it in fp32")
+                            self._warned_fallback = True
+                        y = self._staged_tail(maps, strip[2], layout.stride, "fp32", box)
+                    if out is None:
+                        out = torch.empty((b_, y.shape[1], h * s, w * s))
+                    oy, ox = (t.y0 - t.py0) * s, (t.x0 - t.px0) * s
+                    out[i, :, t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] = y[
+                        0, :, oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s].cpu()
+                    counter.tick()
+                del maps
+        assert out is not None  # noqa: S101 - B >= 1 and a strip has tiles
+        return out
+
+    def _staged_maps(self, fetch: Callable[[tuple[int, ...]], torch.Tensor],
+                     box: tuple[int, ...], layout: StagedLayout, counter: _Counter
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head and trunk feature maps of an input box, staged; half-precision overflow that
+        fp32 tiles cannot fix -> the box again in fp32 (maps in fp32)."""
+        from sr_cli.infer.staged import HalfOverflow, run_head_and_trunk
+
+        x = fetch(box)
+        prec = self.precision
+        fmt = self._memory_format()
+        def redo() -> None:
+            if self.on_warning and not self._warned_fallback:
+                self.on_warning(f"{prec} produced NaN/Inf on a tile; recomputed it in fp32")
+                self._warned_fallback = True
+
+        try:
+            return run_head_and_trunk(
+                self._staged(prec), lambda: self._staged("fp32"), x, dtype=DTYPES[prec],
+                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick,
+                on_redo=redo)
+        except HalfOverflow:
+            if self.on_warning and not self._warned_overflow:
+                self.on_warning(f"{prec} overflowed in the network's feature maps; "
+                                "recomputed the image in fp32")
+                self._warned_overflow = True
+            return run_head_and_trunk(
+                self._staged("fp32"), lambda: self._staged("fp32"), x, dtype=torch.float32,
+                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick)
+
     def auto_tile(self, height: int, width: int) -> int:
         """The tile size used when none is given (0 = whole image).
 
@@ -308,12 +556,16 @@ class Upscaler:
             mode = "reflect" if h > ph and w > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         t = self.options.tile if tile is None else tile
-        if t is None:
-            t = self.auto_tile(*x.shape[-2:])
-        tiles = plan_tiles(x.shape[-2], x.shape[-1], t, self.context if t else 0, m)
-        out = run_tiled(
-            self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
-        )
+        layout = self.staged_layout(*x.shape[-2:], tile=t)
+        if layout is not None:
+            out = self._run_staged(x, layout, progress)
+        else:
+            if t is None:
+                t = self.auto_tile(*x.shape[-2:])
+            tiles = plan_tiles(x.shape[-2], x.shape[-1], t, self.context if t else 0, m)
+            out = run_tiled(
+                self._forward, x, s, tiles, batch=self.options.tile_batch, progress=progress
+            )
         if ph or pw:
             out = out[:, :, : h * s, : w * s]
         return out.clamp_(0, 1)
@@ -450,8 +702,9 @@ class Upscaler:
         gray go band-wise too. Input tiles travel to the device as 8/16-bit integers and are
         converted there. Non-finite output raises ModelError (checked once per band, so the
         device is not synchronised per tile); a half-precision tile with NaN/Inf is redone
-        in fp32. ``progress(done, total)`` counts tiles. Validation (sizes, memory) happens
-        here, before any work.
+        in fp32. ``progress(done, total)`` counts tiles (staged networks: stage tiles and
+        tail tiles, so it advances inside an image that is one tile). Validation (sizes,
+        memory) happens here, before any work.
         """
         arr = np.asarray(pixels)
         if arr.ndim == 2:
@@ -530,9 +783,12 @@ class Upscaler:
         """Run the network over tiles in raster bands. Yields ``("tile", (tile, out))`` with
         ``out`` the core's float output ``(1, C_out, h*s, w*s)`` on the device (colour, gray
         from luma, then alpha), and ``("band", (y0, y1))`` when a band is complete (tiles
-        redone in fp32 are yielded again before it)."""
+        redone in fp32 are yielded again before it).
+
+        Networks with exact stages (RRDBNet) are run staged when :meth:`staged_layout` says
+        so: per strip of the image, head and trunk stage by stage into stored feature maps,
+        then the tail over tiles of the maps; progress counts stage tiles and tail tiles."""
         desc = self.model.desc
-        s = self.scale
         h, w, _ = arr.shape
         m = max(1, desc.size_multiple)
         ph, pw = (-h) % m, (-w) % m
@@ -544,13 +800,8 @@ class Upscaler:
                 color_f = F.pad(color_f, (0, pw, 0, ph),
                                 mode="reflect" if mode == "reflect" else "replicate")
         hp, wp = h + ph, w + pw
-        t = self.options.tile
-        if t is None:
-            t = self.auto_tile(hp, wp)
-        tiles = plan_tiles(hp, wp, t, self.context if t else 0, m)
         maxv = 65535.0 if arr.dtype == np.uint16 else 255.0
         gray_in = cc == 1 and desc.in_channels == 3
-        luma = torch.tensor(_LUMA, device=self.device).view(1, 3, 1, 1)
 
         def fetch_color(box: tuple[int, ...]) -> torch.Tensor:
             x = self._fetch(color_f if color_f is not None else src, 0, cc, box, maxv)
@@ -559,14 +810,54 @@ class Upscaler:
         def fetch_alpha(box: tuple[int, ...]) -> torch.Tensor:
             return self._fetch(src, cc, cc + 1, box, maxv).expand(-1, desc.in_channels, -1, -1)
 
+        fetches = [fetch_color, fetch_alpha] if alpha_net else [fetch_color]
+        layout = self.staged_layout(hp, wp, passes=len(fetches))
+        counter = _Counter(progress)
+        if layout is None:
+            t = self.options.tile
+            if t is None:
+                t = self.auto_tile(hp, wp)
+            tiles = plan_tiles(hp, wp, t, self.context if t else 0, m)
+            counter.total = len(tiles)
+
+            def forward(prec: str, boxes: list[tuple[int, int, int, int]], k: int
+                        ) -> torch.Tensor:
+                return self._forward_prec(torch.cat([fetches[k](b) for b in boxes]), prec)
+
+            yield from self._band_loop(tiles, forward, gray_in, alpha_net, counter)
+            return
+        counter.total = layout.work(len(fetches))
+        for strip in layout.strips:
+            p0 = strip[2]
+            maps = [self._staged_maps(f, (strip[2], strip[3], 0, wp), layout, counter)
+                    for f in fetches]
+
+            def tail(prec: str, boxes: list[tuple[int, int, int, int]], k: int,
+                     maps: list[tuple[torch.Tensor, torch.Tensor]] = maps, p0: int = p0
+                     ) -> torch.Tensor:
+                return self._staged_tail(maps[k], p0, layout.stride, prec, boxes)
+
+            yield from self._band_loop(layout.tail_tiles(strip, wp, m), tail, gray_in,
+                                       alpha_net, counter)
+            del maps, tail
+
+    def _band_loop(self, tiles: list[Tile],
+                   forward: Callable[[str, list[tuple[int, int, int, int]], int], torch.Tensor],
+                   gray_in: bool, alpha_net: bool, counter: _Counter
+                   ) -> Iterator[tuple[str, Any]]:
+        """Tiles in raster bands through ``forward(prec, boxes, k)`` (k = 0 colour, 1 alpha),
+        as :meth:`_tile_stream` describes."""
+        s = self.scale
+        luma = torch.tensor(_LUMA, device=self.device).view(1, 3, 1, 1)
+
         def run(prec: str, chunk: list[Tile]) -> tuple[torch.Tensor, torch.Tensor]:
             boxes = [(t.py0, t.py1, t.px0, t.px1) for t in chunk]
             # clamped per tile as run() does (NaN stays NaN for the check below)
-            y = self._forward_prec(torch.cat([fetch_color(b) for b in boxes]), prec).clamp_(0, 1)
+            y = forward(prec, boxes, 0).clamp_(0, 1)
             if gray_in:
                 y = (y * luma).sum(dim=1, keepdim=True)
             if alpha_net:
-                ya = self._forward_prec(torch.cat([fetch_alpha(b) for b in boxes]), prec)
+                ya = forward(prec, boxes, 1)
                 y = torch.cat([y, ya.clamp_(0, 1).mean(dim=1, keepdim=True)], dim=1)
             ok = torch.isfinite(y).flatten(1).all(dim=1)
             return y, ok
@@ -580,7 +871,6 @@ class Upscaler:
         bands: dict[tuple[int, int], list[Tile]] = {}
         for t_ in tiles:
             bands.setdefault((t_.y0, t_.y1), []).append(t_)
-        done = 0
         batch = self._tile_batch(tiles)
         for (y0, y1), row in bands.items():
             groups: dict[tuple[int, int], list[Tile]] = {}
@@ -593,9 +883,7 @@ class Upscaler:
                     y, ok = run(self.precision, chunk)
                     checks.append((chunk, ok))
                     yield from cores(chunk, y)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, len(tiles))
+                    counter.tick(len(chunk))
             # one host synchronisation per band: which tiles had NaN/Inf
             flags = torch.cat([ok for _, ok in checks]).cpu()
             if not bool(flags.all()):
@@ -741,6 +1029,12 @@ class Upscaler:
                 self._input_rows(arr, None, cc, c, maxv, torch.float32), h, w, oh, ow))
         for band in rows:
             yield self._to_host(band.float(), arr.dtype, maxv)
+
+
+def _row_splits(length: int, size: int) -> list[tuple[int, int]]:
+    from sr_cli.infer.staged import splits
+
+    return splits(length, size)
 
 
 def _int_dtype(maxv: float) -> torch.dtype:
