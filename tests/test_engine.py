@@ -173,6 +173,22 @@ def test_stream_alpha_gray_resize_match_tensor_path(alpha, scale, make_image):
         assert np.abs(got.astype(int) - ref.astype(int)).max() <= (0 if scale is None else 1)
 
 
+def test_read_only_arrays_are_upscaled_without_warnings(make_image):
+    """Decoders may hand over read-only arrays (RGBA with transparent pixels, float input):
+    torch's non-writable-array warning must not reach the user."""
+    import warnings
+
+    up = Upscaler(_tiny_srvgg(2), InferenceOptions(device="cpu", tile=0))
+    rgba = make_image(20, 18, 4)
+    rgba[:4, :4, 3] = 0
+    for img in (rgba, rgba[:, :, :3].astype(np.float32) / 255):
+        img.flags.writeable = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = up.upscale_array(img)
+        assert out.shape[:2] == (40, 36)
+
+
 def test_baseline_band_resize_matches_imresize(make_image):
     img = make_image(41, 29, 4)
     for name in ("bicubic", "nearest", "lanczos"):

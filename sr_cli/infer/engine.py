@@ -678,7 +678,7 @@ class Upscaler:
         if arr.dtype in (np.uint8, np.uint16):
             out = self.stream(arr, out_scale, progress=progress).collect()
         elif np.issubdtype(arr.dtype, np.floating):
-            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            x = torch.from_numpy(np.require(arr, np.float32, ["C", "W"]))
             y = self.upscale_tensor(x.permute(2, 0, 1).unsqueeze(0), out_scale, progress=progress)
             out = y[0].permute(1, 2, 0).numpy().astype(arr.dtype)
         else:
@@ -738,8 +738,9 @@ class Upscaler:
         if has_alpha:
             a = arr[:, :, cc:]
             if bool((a == 0).any()) and bool((a != 0).any()):
-                x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
-                xf = x.float() / maxv
+                # torch warns on read-only arrays (decoders may return them): copy those
+                x = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1)
+                xf = x[None].float() / maxv
                 color_f = bleed_transparent(xf[:, :cc], xf[:, cc:])
         s = self.scale
         if s == 0:
