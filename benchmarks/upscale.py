@@ -44,6 +44,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -127,19 +128,23 @@ def _wrapped(net, exp, x: torch.Tensor) -> Callable[[], object]:
 
 
 def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int
-                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and CPU seconds per call, engines alternating within each round."""
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[int]]]:
+    """Wall and CPU seconds and minor page faults per call, engines alternating within each
+    round."""
     for f in fns.values():
         f()  # warm-up (oneDNN primitives, ncnn pipelines, the export)
     res: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
+    flt: dict[str, list[int]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             c0, t0 = time.process_time(), time.perf_counter()
             f()
             res[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
-    return res, cpu
+            flt[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return res, cpu, flt
 
 
 def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: Path,
@@ -207,27 +212,28 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         fns = {k: f for k, f in fns.items()
                if k in ("torch cl fp32", "sr torch fp32") or any(r in k for r in rows)}
     with torch.no_grad():
-        res, cpu = _time_rounds(fns, rounds)
+        res, cpu, flt = _time_rounds(fns, rounds)
     if record:
         with open(record, "a") as fh:
             for k in res:
                 fh.write(json.dumps({"net": key, "threads": threads, "row": k,
                                      "mode": os.environ.get("SR_CPU_MALLOC", "keep"),
-                                     "wall": res[k], "cpu": cpu[k]}) + "\n")
+                                     "wall": res[k], "cpu": cpu[k], "faults": flt[k]}) + "\n")
     med = {k: statistics.median(v) for k, v in res.items()}
     mn = {k: min(v) for k, v in res.items()}
     base = "torch cl fp32"
     nc = next((k for k in res if k.startswith("ncnn ")), None)
     flops = 2 * MACS_PER_PX.get(arch, 0) * h * w
     print(f"\n{title}, input {w}x{h}, {threads} thread(s), {rounds} rounds")
-    print(f"{'engine':22s} {'median s':>9s} {'range s':>15s} {'cpu s':>6s} {'GFLOP/s':>8s} "
+    print(f"{'engine':22s} {'median s':>9s} {'range s':>15s} {'cpu s':>6s} {'faults':>7s} "
+          f"{'GFLOP/s':>8s} "
           f"{'vs torch cl':>17s} {'vs ' + (nc or 'ncnn'):>24s}")
     for k, v in res.items():
         gf = f"{flops / med[k] / 1e9:8.1f}" if flops else f"{'-':>8s}"
         vs_nc = (f"{med[nc] / med[k]:13.2f}x ({mn[nc] / mn[k]:.2f}x)" if nc
                  else f"{'-':>24s}")
         print(f"{k:22s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} "
-              f"{statistics.median(cpu[k]):6.2f} {gf} "
+              f"{statistics.median(cpu[k]):6.2f} {statistics.median(flt[k]):7.0f} {gf} "
               f"{med[base] / med[k]:8.2f}x ({mn[base] / mn[k]:.2f}x) {vs_nc}")
     print(f"sr torch overhead over the bare forward: median "
           f"{med['sr torch fp32'] / med[base] - 1:+.1%}, of minimums "
@@ -285,24 +291,29 @@ def ab(args: argparse.Namespace, child_argv: list[str]) -> None:
     load1 = os.getloadavg()
     data: dict[tuple[str, int, str, str], list[float]] = {}
     cpu: dict[tuple[str, int, str, str], list[float]] = {}
+    flt: dict[tuple[str, int, str, str], list[int]] = {}
     with open(record) as fh:
         for line in fh:
             r = json.loads(line)
             k = (r["net"], r["threads"], r["row"], r["mode"])
             data.setdefault(k, []).extend(r["wall"])
             cpu.setdefault(k, []).extend(r["cpu"])
+            flt.setdefault(k, []).extend(r["faults"])
     os.unlink(record)
     print(f"\nA/B SR_CPU_MALLOC system (glibc defaults, the old path) vs keep (the default); "
           f"{args.ab} process(es) each, alternating; load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after, on {os.cpu_count()} CPUs")
-    print("seconds: median [min]; ratios: of medians (of minimums); cpu: median CPU seconds")
+    print("seconds: median [min]; ratios: of medians (of minimums); cpu: median CPU seconds; "
+          "faults: median minor page faults per call")
     print(f"{'net':9s} {'thr':>3s} {'row':20s} {'keep':>15s} {'system':>15s} "
-          f"{'system/keep':>14s} {'cpu keep/sys':>13s} {'keep vs ncnn':>14s}")
+          f"{'system/keep':>14s} {'cpu keep/sys':>13s} {'faults keep/sys':>16s} "
+          f"{'keep vs ncnn':>14s}")
     for net, th, row, mode in list(data):
         if mode != "keep" or (net, th, row, "system") not in data:
             continue
         k, sy = data[(net, th, row, "keep")], data[(net, th, row, "system")]
         ck, cs = cpu[(net, th, row, "keep")], cpu[(net, th, row, "system")]
+        fk, fs = flt[(net, th, row, "keep")], flt[(net, th, row, "system")]
         nc = next((v for (n2, t2, r2, m2), v in data.items()
                    if (n2, t2, m2) == (net, th, "keep") and r2.startswith("ncnn ")), None)
         vs = (f"{statistics.median(nc) / statistics.median(k):6.2f}x ({min(nc) / min(k):.2f}x)"
@@ -310,7 +321,8 @@ def ab(args: argparse.Namespace, child_argv: list[str]) -> None:
         print(f"{net:9s} {th:3d} {row:20s} {statistics.median(k):7.3f} [{min(k):5.3f}] "
               f"{statistics.median(sy):7.3f} [{min(sy):5.3f}] "
               f"{statistics.median(sy) / statistics.median(k):6.2f}x ({min(sy) / min(k):.2f}x) "
-              f"{statistics.median(ck):5.2f}/{statistics.median(cs):5.2f}  {vs}")
+              f"{statistics.median(ck):5.2f}/{statistics.median(cs):5.2f} "
+              f"{statistics.median(fk):7.0f}/{statistics.median(fs):<7.0f} {vs}")
     print("keep vs ncnn: ncnn's time / this row's (above 1 = faster than ncnn)")
 
 
