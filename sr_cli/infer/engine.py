@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
-from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.cpumem import keep_freed_memory
+from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.fastconv import prepare_for_cpu
 from sr_cli.infer.resample import RowResampler
 from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
