@@ -133,6 +133,33 @@ def test_default_path_matches_float64_forward(arch: str, hp: dict, hw: tuple[int
     assert float((tiled - whole).abs().max()) <= (1e-5 if prec == "fp32" else max_err)
 
 
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("hp", [
+    {"num_feat": 16, "num_conv": 2, "upscale": 4},
+    {"num_feat": 8, "num_conv": 1, "upscale": 3},
+    {"num_feat": 8, "num_conv": 1, "upscale": 2, "num_in_ch": 1, "num_out_ch": 1},
+    {"num_feat": 8, "num_conv": 1, "upscale": 4, "out_scale": 3},
+], ids=["x4", "x3", "x2-gray", "out3"])
+def test_srvgg_inference_form_is_bit_identical(hp: dict, prec: str) -> None:
+    """SRVGGInference (the fused pixel-shuffle + upsampled-input tail) gives exactly the
+    network's own output, channels-last; a non-native out_scale runs the network's forward."""
+    from sr_cli.infer.device import DTYPES
+    from sr_cli.infer.fastconv import SRVGGInference, prepare_inference
+
+    torch.manual_seed(0)
+    net, _ = build("srvgg", **hp)
+    net = net.eval().requires_grad_(False).to(DTYPES[prec], memory_format=torch.channels_last)
+    fast = prepare_inference(copy.deepcopy(net))
+    assert isinstance(fast, SRVGGInference)
+    assert prepare_inference(nn := torch.nn.Conv2d(3, 3, 3)) is nn
+    c = hp.get("num_in_ch", 3)
+    x = torch.rand(2, c, 13, 17).to(DTYPES[prec]).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want, got = net(x), fast(x)
+    assert torch.equal(got, want)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_threads_share_one_upscaler() -> None:
     """Worker threads calling one Upscaler (one prepared network) get the single-thread
     result."""
