@@ -24,6 +24,10 @@ lost to oneDNN on every layer shape measured (their transforms are memory-bound 
 they and NNPACK are opt-in only, to measure on other CPUs.
 Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns this off).
 
+:func:`prepare_inference` (applied to every CPU network after :func:`prepare_for_cpu`) swaps
+SRVGGNetCompact for :class:`SRVGGInference`, the same network with its output tail in one pass
+(bit-identical).
+
 All modes keep the convolution's exact semantics (zero padding 1 at the image borders), so a
 tile gives the same output as the whole image up to float rounding.
 """
@@ -32,12 +36,16 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sr_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from sr_cli.archs.srvgg import SRVGGNetCompact
 
 MODES = ("auto", "onednn", "winograd4", "winograd2", "nnpack")
 ENV_VAR = "SR_CPU_CONV"
@@ -219,7 +227,7 @@ class SRVGGInference(nn.Module):
     A non-native ``out_scale`` runs the network's own forward.
     """
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: SRVGGNetCompact) -> None:
         super().__init__()
         self.net = net
 
@@ -227,7 +235,7 @@ class SRVGGInference(nn.Module):
         net = self.net
         r = int(net.upscale)
         if net.out_scale != r:
-            return net(x)  # type: ignore[no-any-return]
+            return net(x)
         out = x
         for layer in net.body:
             out = layer(out)
