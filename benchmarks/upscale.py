@@ -21,7 +21,8 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
   torch cl fp32     plain channels-last fp32 forward under no_grad, then clamp and round to
                     uint8: the baseline
   sr torch fp32     sr's Upscaler.stream, ``--engine torch``, whole image (conversion, padding,
-                    clamp, checks): its overhead over the baseline is printed
+                    clamp, checks; SRVGGNetCompact in its inference form, freed memory kept
+                    unless SR_CPU_MALLOC=system): its overhead over the baseline is printed
   sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
   sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
