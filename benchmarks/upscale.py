@@ -4,6 +4,14 @@
     python benchmarks/upscale.py --threads 1,2 [--quick] [--size-factor 0.5] [--rounds 5]
                                  [--nets srvgg,rrdbnet,srresnet] [--tiled]
     python benchmarks/upscale.py --tiling                     # auto-tile overhead figures
+    python benchmarks/upscale.py --ab 2 --threads 1,2          # sr's CPU memory setting on/off
+
+``--ab N`` runs the whole benchmark in 2N child processes, alternating ``SR_CPU_MALLOC=system``
+(glibc's defaults: the previous default path) and ``keep`` (sr's default since issue 18, see
+sr_cli/infer/cpumem.py): a process-wide allocator setting cannot be switched fairly inside one
+process, so the A/B is per process, and every row of a child (the bare forward and ncnn too)
+runs under its setting. It prints one compact table of both settings, their ratio, and sr
+(keep) against ncnn, with the load average before and after.
 
 Networks (random weights: speed does not depend on them): SRVGGNetCompact x4 (16 convs, 320x320
 input), RRDBNet-23 x4 (x4plus, 120x125), SRResNet x4 (16 blocks with batch norm, 160x160).
@@ -13,7 +21,8 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
   torch cl fp32     plain channels-last fp32 forward under no_grad, then clamp and round to
                     uint8: the baseline
   sr torch fp32     sr's Upscaler.stream, ``--engine torch``, whole image (conversion, padding,
-                    clamp, checks): its overhead over the baseline is printed
+                    clamp, checks; SRVGGNetCompact in its inference form, freed memory kept
+                    unless SR_CPU_MALLOC=system): its overhead over the baseline is printed
   sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
   sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
@@ -23,7 +32,9 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
                     last 9x9 convolution in PyTorch as sr runs it)
   sr bf16           only where oneDNN has native bf16 (emulated bf16 is 16-22x slower)
 
-Without the ncnn package the ncnn rows are skipped (``pip install ncnn``). Nothing here is a
+Each row also gets its median CPU seconds (``time.process_time``, all threads of the process):
+less disturbed by other processes than wall time on a loaded machine. Without the ncnn package
+the ncnn rows are skipped (``pip install ncnn``). Nothing here is a
 test.
 """
 
@@ -32,9 +43,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sr_cli.archs import build  # noqa: E402
+from sr_cli.infer.cpumem import keep_freed_memory  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
 from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
@@ -112,20 +128,28 @@ def _wrapped(net, exp, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+def _time_rounds(fns: dict[str, Callable[[], object]], rounds: int
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[int]]]:
+    """Wall and CPU seconds and minor page faults per call, engines alternating within each
+    round."""
     for f in fns.values():
         f()  # warm-up (oneDNN primitives, ncnn pipelines, the export)
     res: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    flt: dict[str, list[int]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             res[k].append(time.perf_counter() - t0)
-    return res
+            cpu[k].append(time.process_time() - c0)
+            flt[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return res, cpu, flt
 
 
 def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: Path,
-          tiled: bool, bf16: bool) -> None:
+          tiled: bool, bf16: bool, rows: list[str], record: str = "") -> None:
     title, arch, hp, stem, _, _ = NETS[key]
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -185,26 +209,37 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
                 fns["ncnn exported+wrap fp32"] = _wrapped(run.net, exp, x)  # type: ignore[attr-defined]
     if bf16:
         fns["sr torch bf16"] = sr("torch", "bf16")
+    if rows:  # keep the baseline, sr torch and the rows asked for
+        fns = {k: f for k, f in fns.items()
+               if k in ("torch cl fp32", "sr torch fp32") or any(r in k for r in rows)}
     with torch.no_grad():
-        res = _time_rounds(fns, rounds)
+        res, cpu, flt = _time_rounds(fns, rounds)
+    if record:
+        with open(record, "a") as fh:
+            for k in res:
+                fh.write(json.dumps({"net": key, "threads": threads, "row": k,
+                                     "mode": os.environ.get("SR_CPU_MALLOC", "keep"),
+                                     "wall": res[k], "cpu": cpu[k], "faults": flt[k]}) + "\n")
     med = {k: statistics.median(v) for k, v in res.items()}
     mn = {k: min(v) for k, v in res.items()}
     base = "torch cl fp32"
     nc = next((k for k in res if k.startswith("ncnn ")), None)
     flops = 2 * MACS_PER_PX.get(arch, 0) * h * w
     print(f"\n{title}, input {w}x{h}, {threads} thread(s), {rounds} rounds")
-    print(f"{'engine':22s} {'median s':>9s} {'range s':>15s} {'GFLOP/s':>8s} "
+    print(f"{'engine':22s} {'median s':>9s} {'range s':>15s} {'cpu s':>6s} {'faults':>7s} "
+          f"{'GFLOP/s':>8s} "
           f"{'vs torch cl':>17s} {'vs ' + (nc or 'ncnn'):>24s}")
     for k, v in res.items():
         gf = f"{flops / med[k] / 1e9:8.1f}" if flops else f"{'-':>8s}"
         vs_nc = (f"{med[nc] / med[k]:13.2f}x ({mn[nc] / mn[k]:.2f}x)" if nc
                  else f"{'-':>24s}")
-        print(f"{k:22s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} {gf} "
+        print(f"{k:22s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} "
+              f"{statistics.median(cpu[k]):6.2f} {statistics.median(flt[k]):7.0f} {gf} "
               f"{med[base] / med[k]:8.2f}x ({mn[base] / mn[k]:.2f}x) {vs_nc}")
     print(f"sr torch overhead over the bare forward: median "
           f"{med['sr torch fp32'] / med[base] - 1:+.1%}, of minimums "
           f"{mn['sr torch fp32'] / mn[base] - 1:+.1%}")
-    if has_ncnn and nc:
+    if has_ncnn and nc and "sr ncnn fp32" in med:
         print(f"sr ncnn overhead over bare ncnn ({nc}): median "
               f"{med['sr ncnn fp32'] / med[nc] - 1:+.1%}, of minimums "
               f"{mn['sr ncnn fp32'] / mn[nc] - 1:+.1%}")
@@ -243,6 +278,55 @@ def tiling() -> None:
               f"{lm.metadata.get('context')}, probe {time.perf_counter() - t0:.1f}s)")
 
 
+def ab(args: argparse.Namespace, child_argv: list[str]) -> None:
+    """``--ab N``: the benchmark in 2N child processes, SR_CPU_MALLOC system/keep alternating,
+    then one table of both."""
+    record = tempfile.mkstemp(prefix="sr-bench-ab-", suffix=".jsonl")[1]
+    load0 = os.getloadavg()
+    for i in range(args.ab):
+        for mode in ("system", "keep"):
+            env = dict(os.environ, SR_CPU_MALLOC=mode)
+            print(f"[{i + 1}/{args.ab}] SR_CPU_MALLOC={mode} ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, __file__, *child_argv, "--record", record],
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+    load1 = os.getloadavg()
+    data: dict[tuple[str, int, str, str], list[float]] = {}
+    cpu: dict[tuple[str, int, str, str], list[float]] = {}
+    flt: dict[tuple[str, int, str, str], list[int]] = {}
+    with open(record) as fh:
+        for line in fh:
+            r = json.loads(line)
+            k = (r["net"], r["threads"], r["row"], r["mode"])
+            data.setdefault(k, []).extend(r["wall"])
+            cpu.setdefault(k, []).extend(r["cpu"])
+            flt.setdefault(k, []).extend(r["faults"])
+    os.unlink(record)
+    print(f"\nA/B SR_CPU_MALLOC system (glibc defaults, the old path) vs keep (the default); "
+          f"{args.ab} process(es) each, alternating; load average {load0[0]:.1f} before, "
+          f"{load1[0]:.1f} after, on {os.cpu_count()} CPUs")
+    print("seconds: median [min]; ratios: of medians (of minimums); cpu: median CPU seconds; "
+          "faults: median minor page faults per call")
+    print(f"{'net':9s} {'thr':>3s} {'row':20s} {'keep':>15s} {'system':>15s} "
+          f"{'system/keep':>14s} {'cpu keep/sys':>13s} {'faults keep/sys':>16s} "
+          f"{'keep vs ncnn':>14s}")
+    for net, th, row, mode in list(data):
+        if mode != "keep" or (net, th, row, "system") not in data:
+            continue
+        k, sy = data[(net, th, row, "keep")], data[(net, th, row, "system")]
+        ck, cs = cpu[(net, th, row, "keep")], cpu[(net, th, row, "system")]
+        fk, fs = flt[(net, th, row, "keep")], flt[(net, th, row, "system")]
+        nc = next((v for (n2, t2, r2, m2), v in data.items()
+                   if (n2, t2, m2) == (net, th, "keep") and r2.startswith("ncnn ")), None)
+        vs = (f"{statistics.median(nc) / statistics.median(k):6.2f}x ({min(nc) / min(k):.2f}x)"
+              if nc else f"{'-':>14s}")
+        print(f"{net:9s} {th:3d} {row:20s} {statistics.median(k):7.3f} [{min(k):5.3f}] "
+              f"{statistics.median(sy):7.3f} [{min(sy):5.3f}] "
+              f"{statistics.median(sy) / statistics.median(k):6.2f}x ({min(sy) / min(k):.2f}x) "
+              f"{statistics.median(ck):5.2f}/{statistics.median(cs):5.2f} "
+              f"{statistics.median(fk):7.0f}/{statistics.median(fs):<7.0f} {vs}")
+    print("keep vs ncnn: ncnn's time / this row's (above 1 = faster than ncnn)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small inputs, 2 rounds")
@@ -256,7 +340,22 @@ def main() -> None:
     ap.add_argument("--ncnn-dir", default=NCNN_DIR, help="official ncnn .param/.bin files")
     ap.add_argument("--tiled", action="store_true", help="add the tiled sr ncnn row")
     ap.add_argument("--tiling", action="store_true", help="only the auto-tile figures")
+    ap.add_argument("--rows", default="",
+                    help="comma-separated row names (substrings) to run besides the baseline "
+                         "and sr torch, e.g. 'ncnn official' (default: all)")
+    ap.add_argument("--ab", type=int, default=0, metavar="N",
+                    help="A/B of SR_CPU_MALLOC system vs keep in 2N alternating processes")
+    ap.add_argument("--record", default="", help=argparse.SUPPRESS)  # --ab's children
     args = ap.parse_args()
+    if args.ab:
+        argv = sys.argv[1:]
+        i = argv.index("--ab") if "--ab" in argv else -1
+        child = argv[:i] + argv[i + 2:] if i >= 0 else [a for a in argv
+                                                          if not a.startswith("--ab=")]
+        ab(args, child)
+        return
+    kept = keep_freed_memory()  # as sr does, for every row of this process ($SR_CPU_MALLOC)
+    print(f"SR_CPU_MALLOC: freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     nb = native_bf16()
     mod = ncnn_module()
     print(f"torch {torch.__version__}, CPU capability "
@@ -273,7 +372,8 @@ def main() -> None:
         size = (max(8, round(size[0] * args.size_factor)),
                 max(8, round(size[1] * args.size_factor)))
         for th in threads:
-            bench(key, size, th, rounds, Path(args.ncnn_dir), args.tiled, nb)
+            bench(key, size, th, rounds, Path(args.ncnn_dir), args.tiled, nb,
+                  [r.strip() for r in args.rows.split(",") if r.strip()], args.record)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
+from sr_cli.infer.cpumem import keep_freed_memory
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
-from sr_cli.infer.fastconv import prepare_for_cpu
+from sr_cli.infer.fastconv import prepare_for_cpu, prepare_inference
 from sr_cli.infer.resample import RowResampler
 from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
 from sr_cli.io.images import PixelStream
@@ -286,6 +287,8 @@ class Upscaler:
                 net = net.to(memory_format=self._memory_format())  # type: ignore[call-overload]
                 if self.device.type == "cpu":  # $SR_CPU_CONV: alternative 3x3 convolutions
                     net = prepare_for_cpu(net, DTYPES[precision])
+                    net = prepare_inference(net)  # SRVGG's tail in one pass, bit-identical
+                    keep_freed_memory()  # $SR_CPU_MALLOC: no fresh pages per activation
                 for p in net.parameters():
                     p.requires_grad_(False)
                 if self.options.compile:
