@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sr_cli.archs import build  # noqa: E402
-from sr_cli.infer.cpumem import keep_freed_memory  # noqa: E402
+from sr_cli.infer.cpumem import forward_scope, keep_freed_memory  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
 from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
@@ -172,7 +172,9 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
     plain = copy.deepcopy(net).to(memory_format=torch.channels_last)
 
     def baseline() -> object:
-        y = plain(xc).clamp_(0, 1).mul_(255).round_().byte()
+        with forward_scope():  # the allocator setting sr's own network calls get
+            y = plain(xc)
+        y = y.clamp_(0, 1).mul_(255).round_().byte()
         return y[0].permute(1, 2, 0).numpy()
 
     fns: dict[str, Callable[[], object]] = {"torch cl fp32": baseline}

@@ -8,10 +8,16 @@ RRDBNet-23 x4 forward of a 120x125 image took 150,000-220,000 minor faults (600-
 fresh pages) and one SRVGGNetCompact x4 forward of 320x320 about 14,000; with freed memory
 kept, none after the first pass. ncnn avoids this with its own pool allocator.
 
-:func:`keep_freed_memory` turns glibc's ``mmap`` off for allocations (``M_MMAP_MAX`` = 0) and
-raises the trim threshold (``M_TRIM_THRESHOLD``), process-wide and once. The cost: the
-process keeps its peak heap (it does not shrink after a large image). ``SR_CPU_MALLOC=system``
-leaves glibc's defaults alone; other C libraries are never touched.
+:func:`keep_freed_memory` raises glibc's trim threshold (``M_TRIM_THRESHOLD``) once per
+process, and :func:`forward_scope` turns its ``mmap`` off (``M_MMAP_MAX`` = 0) while a network
+runs, so activations come from the heap and are reused by the next pass. :func:`attach` makes
+every module of a network enter that scope. Outside network calls glibc's ``mmap`` stays on,
+so the band- and tile-sized buffers of the streamed output (``sr upscale`` serves blocks of
+1 MB or more by ``mmap``, :func:`sr_cli.infer.device.limit_heap_fragmentation`) still go back
+to the kernel when freed: with ``mmap`` off process-wide they fragmented the heap and the
+streamed output's peak grew with the image height. The cost: the process keeps its peak
+activation heap (it does not shrink after a large image). ``SR_CPU_MALLOC=system`` leaves
+glibc's defaults alone; other C libraries are never touched.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import os
 import platform
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from sr_cli.errors import UsageError
 
@@ -29,9 +38,12 @@ MODES = ("keep", "system")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _TRIM = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of free heap top
+_DEFAULT_MMAP_MAX = 65536  # glibc's DEFAULT_MMAP_MAX
 
 _lock = threading.Lock()
 _applied: bool | None = None
+_libc: Any = None
+_depth = 0  # network calls in progress (nested modules and threads)
 
 
 def resolve_mode() -> str:
@@ -49,7 +61,7 @@ def keep_freed_memory() -> bool:
         True when glibc's settings are (now or already) changed, False when left alone
         (``SR_CPU_MALLOC=system``, not Linux/glibc, or ``mallopt`` refused).
     """
-    global _applied
+    global _applied, _libc
     with _lock:
         if _applied is not None:
             return _applied
@@ -59,8 +71,70 @@ def keep_freed_memory() -> bool:
         if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
             try:
                 libc = ctypes.CDLL("libc.so.6")
-                ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
-                _applied = ok and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM) == 1
+                _applied = libc.mallopt(_M_TRIM_THRESHOLD, _TRIM) == 1
+                _libc = libc if _applied else None
             except (OSError, AttributeError):
                 _applied = False
         return _applied
+
+
+MIN_ELEMENTS = 1 << 20
+"""A module call enters :func:`forward_scope` only when its input has at least this many
+elements (4 MB in fp32): smaller calls gain little from the kept heap, and in them the
+output pipeline's own buffers would fragment it."""
+
+
+@contextmanager
+def forward_scope(elements: int | None = None) -> Iterator[None]:
+    """While inside (any thread, nestable): glibc serves every allocation from the heap, so
+    a network's activations reuse the memory the previous pass freed. No-op when
+    :func:`keep_freed_memory` is off, or for an input of fewer than :data:`MIN_ELEMENTS`
+    ``elements`` (when given)."""
+    global _depth
+    if not keep_freed_memory() or (elements is not None and elements < MIN_ELEMENTS):
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            _libc.mallopt(_M_MMAP_MAX, 0)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+
+
+def attach(net: Any) -> None:
+    """Run the calls of ``net`` and of each of its modules (the staged runner calls stages
+    directly) on inputs of at least :data:`MIN_ELEMENTS` elements inside
+    :func:`forward_scope`, through forward hooks that also run when a forward raises. Does
+    nothing when :func:`keep_freed_memory` is off."""
+    if not keep_freed_memory():
+        return
+    local = threading.local()
+
+    def enter(_m: Any, args: Any) -> None:
+        global _depth
+        big = bool(args) and getattr(args[0], "numel", lambda: 0)() >= MIN_ELEMENTS
+        stack = local.__dict__.setdefault("stack", [])
+        stack.append(big)
+        if big:
+            with _lock:
+                _depth += 1
+                if _depth == 1:
+                    _libc.mallopt(_M_MMAP_MAX, 0)
+
+    def leave(_m: Any, _args: Any, _out: Any) -> None:
+        global _depth
+        if local.__dict__.setdefault("stack", []).pop():
+            with _lock:
+                _depth -= 1
+                if _depth == 0:
+                    _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+
+    for m in net.modules():
+        m.register_forward_pre_hook(enter)
+        m.register_forward_hook(leave, always_call=True)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from sr_cli.errors import ModelError, RuntimeFailure, UsageError
 from sr_cli.infer.alpha import bleed_transparent
-from sr_cli.infer.cpumem import keep_freed_memory
+from sr_cli.infer.cpumem import attach as keep_freed_memory_in
+from sr_cli.infer.cpumem import forward_scope
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.fastconv import prepare_for_cpu, prepare_inference
 from sr_cli.infer.resample import RowResampler
@@ -288,7 +289,8 @@ class Upscaler:
                 if self.device.type == "cpu":  # $SR_CPU_CONV: alternative 3x3 convolutions
                     net = prepare_for_cpu(net, DTYPES[precision])
                     net = prepare_inference(net)  # SRVGG's tail in one pass, bit-identical
-                    keep_freed_memory()  # $SR_CPU_MALLOC: no fresh pages per activation
+                    if not self.options.compile:  # (hooks would break compiled graphs)
+                        keep_freed_memory_in(net)  # $SR_CPU_MALLOC: no fresh pages per pass
                 for p in net.parameters():
                     p.requires_grad_(False)
                 if self.options.compile:
@@ -320,7 +322,8 @@ class Upscaler:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network forward of a float32 batch; half-precision non-finite output -> fp32 redo."""
         prec = self.precision
-        with torch.no_grad():
+        cpu = self.device.type == "cpu"
+        with torch.no_grad(), forward_scope(x.numel() if cpu else 0):
             xd = x.to(self.device, DTYPES[prec]).contiguous(memory_format=self._memory_format())
             y = self._net(prec)(xd)
             if prec != "fp32" and not bool(torch.isfinite(y).all()):
