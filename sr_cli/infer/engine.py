@@ -149,8 +149,9 @@ def min_tile_for_overhead(context: int, overhead: float = MAX_TILE_OVERHEAD) -> 
 
 STAGED_PER = "rdb"
 """Granularity of RRDBNet's staged trunk: per Residual Dense Block (radius 5 feature px,
-three maps held) rather than per RRDB (radius 15, two maps): a third of the overlap for half
-as much memory again (``benchmarks/tiles.py --staged`` measures both)."""
+two maps held: the running map and the RRDB's snapshot) rather than per RRDB (radius 15, one
+map): a third of the overlap for twice the memory (``benchmarks/tiles.py --staged`` measures
+both)."""
 
 
 class _Counter:
@@ -427,13 +428,15 @@ class Upscaler:
     def _staged_tail(self, maps: tuple[torch.Tensor, torch.Tensor], p0: int, u: int, prec: str,
                      boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
         """The staged network's tail on input boxes ``(y0, y1, x0, x1)`` (same shape) of maps
-        that start at input row ``p0``, as float32 ``(N, C_out, h*s, w*s)``."""
-        f0, tr = maps
+        (input, trunk features) that start at input row ``p0``, as float32
+        ``(N, C_out, h*s, w*s)``."""
+        x, tr = maps
         dt = DTYPES[prec]
         fmt = self._memory_format()
         cut = [(slice(None), slice(None), slice((b[0] - p0) // u, (b[1] - p0) // u),
                 slice(b[2] // u, b[3] // u)) for b in boxes]
-        a = torch.cat([f0[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        a = torch.cat([x[:, :, b[0] - p0 : b[1] - p0, b[2] : b[3]] for b in boxes])
+        a = a.to(dt).contiguous(memory_format=fmt)
         t = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
         with torch.no_grad():
             return self._staged(prec).tail(a, t).float()
@@ -475,8 +478,8 @@ class Upscaler:
     def _staged_maps(self, fetch: Callable[[tuple[int, ...]], torch.Tensor],
                      box: tuple[int, ...], layout: StagedLayout, counter: _Counter
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head and trunk feature maps of an input box, staged; half-precision overflow that
-        fp32 tiles cannot fix -> the box again in fp32 (maps in fp32)."""
+        """The input and trunk feature maps of an input box, staged; half-precision overflow
+        that fp32 tiles cannot fix -> the box again in fp32 (maps in fp32)."""
         from sr_cli.infer.staged import HalfOverflow, run_head_and_trunk
 
         x = fetch(box)
