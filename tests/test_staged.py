@@ -14,7 +14,13 @@ from sr_cli import zoo
 from sr_cli.archs import build
 from sr_cli.infer import engine as engine_mod
 from sr_cli.infer.engine import InferenceOptions, Upscaler
-from sr_cli.infer.staged import HalfOverflow, Stage, StagedNet, run_head_and_trunk
+from sr_cli.infer.staged import (
+    HalfOverflow,
+    Stage,
+    StagedNet,
+    map_bytes_per_pixel,
+    run_head_and_trunk,
+)
 from tests.conftest import synthetic_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +130,9 @@ def test_strips_when_the_maps_do_not_fit(shipped, monkeypatch):
     # maps of ~(2*ctx + 24) feature rows fit: a few strips over 120 rows
     rows = 2 * ctx + 24
     monkeypatch.setattr(engine_mod, "LEAN_BUDGET_CPU", 2 * 1024**2)
-    need = 2 * 1024**2 + 3 * 32 * 4 * 72 * rows
+    snet = shipped.net.staged(engine_mod.STAGED_PER)
+    assert snet.maps == 2 and snet.in_channels == 3  # running map + snapshot; the input
+    need = 2 * 1024**2 + map_bytes_per_pixel(snet, 4) * 72 * rows
     monkeypatch.setattr(engine_mod, "free_memory_bytes", lambda dev: need / 0.5)
     up = Upscaler(shipped, InferenceOptions(device="cpu"))
     layout = up.staged_layout(120, 72)
@@ -203,4 +211,4 @@ def test_run_head_and_trunk_raises_half_overflow_in_fp16():
                            rows=4, cols=4)
     f0, tr = run_head_and_trunk(net(stage), lambda: net(lambda y: y * 2), x,
                                 dtype=torch.float16, rows=4, cols=4)
-    assert torch.equal(tr, (x[:, :2] * 2).half()) and torch.equal(f0, x[:, :2].half())
+    assert torch.equal(tr, (x[:, :2] * 2).half()) and torch.equal(f0, x.half())

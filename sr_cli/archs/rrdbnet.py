@@ -130,9 +130,11 @@ class RRDBNet(nn.Module):
         """This network as exact stages for the engine's staged tiling
         (:class:`sr_cli.infer.staged.StagedNet`): ``conv_first`` (after the unshuffle), the
         trunk per Residual Dense Block (``per="rdb"``: radius 5 feature px, RRDB residual by
-        snapshot) or per RRDB (``"rrdb"``: radius 15), and ``conv_body`` + skip + upsampling
-        tail (radius 3 feature px: 1 + 1/2 + 1/4 + ... at the growing resolutions, rounded up).
-        The arithmetic is the forward's, operation for operation."""
+        snapshot) or per RRDB (``"rrdb"``: radius 15), and the tail: ``conv_first`` again on
+        its input tile (the skip, not held as a map) + ``conv_body`` + upsampling (radius 3
+        feature px: 1 + 1/2 + 1/4 + ... at the growing resolutions, rounded up, + 1 for
+        ``conv_body`` or for ``conv_first``). The arithmetic is the forward's, operation for
+        operation (``conv_first`` on a tile equals it on the image where the tail reads it)."""
         from sr_cli.infer.staged import Stage, StagedNet
 
         if per not in ("rdb", "rrdb"):
@@ -157,17 +159,17 @@ class RRDBNet(nn.Module):
         reach = 2 * 0.5**self.stages
         for k in range(self.stages, 0, -1):
             reach = math.ceil((reach + 0.5**k) * 2 ** (k - 1)) / 2 ** (k - 1)
-        tail = math.ceil(reach) + 1  # 3 for every layout
+        tail = math.ceil(reach) + 1  # 3 for every layout; conv_first (the skip) as conv_body
         return StagedNet(stride=self.unshuffle, channels=feat, head=self._head,
                          stages=stages, tail=self._tail, tail_radius=tail,
-                         work_channels=work)
+                         work_channels=work, in_channels=int(self.conv_first.in_channels))
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
         return self.conv_first(feat)  # type: ignore[no-any-return]
 
-    def _tail(self, feat: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
-        feat = feat + self.conv_body(trunk)
+    def _tail(self, x: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
+        feat = self._head(x) + self.conv_body(trunk)
         for k in range(1, self.stages + 1):
             up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
             feat = self.lrelu(getattr(self, f"conv_up{k}")(up))

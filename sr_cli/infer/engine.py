@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -151,8 +151,9 @@ def min_tile_for_overhead(context: int, overhead: float = MAX_TILE_OVERHEAD) -> 
 
 STAGED_PER = "rdb"
 """Granularity of RRDBNet's staged trunk: per Residual Dense Block (radius 5 feature px,
-three maps held) rather than per RRDB (radius 15, two maps): a third of the overlap for half
-as much memory again (``benchmarks/tiles.py --staged`` measures both)."""
+two maps held: the running map and the RRDB's snapshot) rather than per RRDB (radius 15, one
+map): a third of the overlap for twice the memory (``benchmarks/tiles.py --staged`` measures
+both)."""
 
 
 class _Counter:
@@ -433,13 +434,15 @@ class Upscaler:
     def _staged_tail(self, maps: tuple[torch.Tensor, torch.Tensor], p0: int, u: int, prec: str,
                      boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
         """The staged network's tail on input boxes ``(y0, y1, x0, x1)`` (same shape) of maps
-        that start at input row ``p0``, as float32 ``(N, C_out, h*s, w*s)``."""
-        f0, tr = maps
+        (input, trunk features) that start at input row ``p0``, as float32
+        ``(N, C_out, h*s, w*s)``."""
+        x, tr = maps
         dt = DTYPES[prec]
         fmt = self._memory_format()
         cut = [(slice(None), slice(None), slice((b[0] - p0) // u, (b[1] - p0) // u),
                 slice(b[2] // u, b[3] // u)) for b in boxes]
-        a = torch.cat([f0[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
+        a = torch.cat([x[:, :, b[0] - p0 : b[1] - p0, b[2] : b[3]] for b in boxes])
+        a = a.to(dt).contiguous(memory_format=fmt)
         t = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
         with torch.no_grad():
             return self._staged(prec).tail(a, t).float()
@@ -481,8 +484,8 @@ class Upscaler:
     def _staged_maps(self, fetch: Callable[[tuple[int, ...]], torch.Tensor],
                      box: tuple[int, ...], layout: StagedLayout, counter: _Counter
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head and trunk feature maps of an input box, staged; half-precision overflow that
-        fp32 tiles cannot fix -> the box again in fp32 (maps in fp32)."""
+        """The input and trunk feature maps of an input box, staged; half-precision overflow
+        that fp32 tiles cannot fix -> the box again in fp32 (maps in fp32)."""
         from sr_cli.infer.staged import HalfOverflow, run_head_and_trunk
 
         x = fetch(box)
@@ -712,6 +715,16 @@ class Upscaler:
         tail tiles, so it advances inside an image that is one tile). Validation (sizes,
         memory) happens here, before any work.
         """
+        arr, oh, ow, target = self._checked(pixels, out_scale)
+        c = arr.shape[2]
+        has_alpha = c in (2, 4)
+        cc = c - 1 if has_alpha else c
+        bands = self._bands(arr, oh, ow, cc, has_alpha, target, progress)
+        return PixelStream(oh, ow, c, arr.dtype, bands)
+
+    def _checked(self, pixels: np.ndarray, out_scale: float | None
+                 ) -> tuple[np.ndarray, int, int, float]:
+        """:meth:`stream`'s validation: ``(H, W, C)`` array, output size, target scale."""
         arr = np.asarray(pixels)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -722,8 +735,7 @@ class Upscaler:
         h, w, c = arr.shape
         target = float(out_scale) if out_scale else self.default_scale
         oh, ow = check_output_size(h, w, c, target, bytes_per_sample=arr.dtype.itemsize)
-        has_alpha = c in (2, 4)
-        cc = c - 1 if has_alpha else c
+        cc = c - 1 if c in (2, 4) else c
         desc = self.model.desc
         if self.scale and not (
             cc == desc.in_channels or (cc == 3 and desc.in_channels == 1 and desc.accepts_rgb)
@@ -733,8 +745,57 @@ class Upscaler:
                 f"model {self.model.name!r} takes {desc.in_channels}-channel images, "
                 f"the image has {cc} colour channel(s)"
             )
-        bands = self._bands(arr, oh, ow, cc, has_alpha, target, progress)
-        return PixelStream(oh, ow, c, arr.dtype, bands)
+        return arr, oh, ow, target
+
+    def upscale_frames(self, frames: Sequence[np.ndarray], out_scale: float | None = None,
+                       *, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Upscale frames of one shape (``(H, W, C)`` uint8/uint16) -> ``(B, H', W', C)``.
+
+        The frames' tiles go through the network together: each forward pass takes the same
+        tile of every frame (``tile_batch`` is divided among the frames, so a forward holds
+        about as much as a single image's), and the output is written band by band in the
+        final dtype as :meth:`stream` does; no float copy of a frame exists. The same pixels
+        as :meth:`stream` per frame up to float rounding (a convolution over another batch
+        size can differ in the last bit: rarely one output level). Frames with alpha,
+        the any-scale baselines and staged networks (:meth:`staged_layout`, whose stage
+        tiles are large already) run one frame after the other through :meth:`stream`, still
+        into the one output array.
+        """
+        if not frames:
+            raise UsageError("upscale_frames() needs at least one frame")
+        arrs = [self._checked(f, out_scale) for f in frames]
+        arr, oh, ow, target = arrs[0]
+        if any(a.shape != arr.shape or a.dtype != arr.dtype for a, *_ in arrs):
+            raise UsageError("upscale_frames() takes frames of one shape and dtype")
+        n = len(frames)
+        h, w, c = arr.shape
+        out = np.empty((n, oh, ow, c), dtype=arr.dtype)
+        m = max(1, self.model.desc.size_multiple)
+        hp, wp = h + (-h) % m, w + (-w) % m
+        has_alpha = c in (2, 4)
+        if n == 1 or has_alpha or self.scale == 0 or self.staged_layout(hp, wp) is not None:
+            for i, (a, *_) in enumerate(arrs):
+                y = 0
+                for band in self._bands(a, oh, ow, c - has_alpha, has_alpha, target, progress):
+                    out[i, y : y + band.shape[0]] = band
+                    y += band.shape[0]
+            return out
+        stack = np.stack([a for a, *_ in arrs])  # the inputs once more, in their dtype
+        maxv = 65535.0 if arr.dtype == np.uint16 else 255.0
+        tiles_gen = self._tile_stream(stack, None, c, False, progress)
+        if (oh, ow) == (h * self.scale, w * self.scale):
+            bands: Iterator[np.ndarray] = self._quantized_bands(tiles_gen, oh, ow, arr.dtype,
+                                                                maxv, batched=True)
+        else:
+            rows = self._resampled(self._float_bands(tiles_gen, h * self.scale,
+                                                     w * self.scale),
+                                   h * self.scale, w * self.scale, oh, ow)
+            bands = (self._to_host(b.unflatten(0, (n, -1)), arr.dtype, maxv) for b in rows)
+        y = 0
+        for band in bands:  # (n, rows, W, C)
+            out[:, y : y + band.shape[1]] = band
+            y += band.shape[1]
+        return out
 
     def _bands(self, arr: np.ndarray, oh: int, ow: int, cc: int, has_alpha: bool, target: float,
                progress: Callable[[int, int], None] | None) -> Iterator[np.ndarray]:
@@ -773,16 +834,18 @@ class Upscaler:
     def _fetch(self, src: np.ndarray | torch.Tensor, c0: int, c1: int, box: tuple[int, ...],
                maxv: float) -> torch.Tensor:
         """Input box ``(y0, y1, x0, x1)``, channels ``[c0, c1)``, as float ``(1, C, h, w)`` on
-        the device: integer pixels are transferred as they are and converted there."""
+        the device (``(N, C, h, w)`` from a stack of frames ``(N, H, W, C)``): integer pixels
+        are transferred as they are and converted there."""
         y0, y1, x0, x1 = box
         if isinstance(src, torch.Tensor):
             return src[:, c0:c1, y0:y1, x0:x1].to(self.device)
-        t = torch.from_numpy(np.array(src[y0:y1, x0:x1, c0:c1], order="C"))  # a copy
+        stack = src if src.ndim == 4 else src[None]
+        t = torch.from_numpy(np.array(stack[:, y0:y1, x0:x1, c0:c1], order="C"))  # a copy
         if t.dtype == torch.uint16:
             t = t.to(torch.int32)  # uint16 arithmetic is not supported by every kernel
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        return (t.permute(2, 0, 1)[None].float() / maxv)
+        return (t.permute(0, 3, 1, 2).float() / maxv)
 
     def _tile_stream(self, arr: np.ndarray, color_f: torch.Tensor | None, cc: int,
                      alpha_net: bool, progress: Callable[[int, int], None] | None
@@ -790,19 +853,22 @@ class Upscaler:
         """Run the network over tiles in raster bands. Yields ``("tile", (tile, out))`` with
         ``out`` the core's float output ``(1, C_out, h*s, w*s)`` on the device (colour, gray
         from luma, then alpha), and ``("band", (y0, y1))`` when a band is complete (tiles
-        redone in fp32 are yielded again before it).
+        redone in fp32 are yielded again before it). ``arr`` may be a stack of N frames
+        ``(N, H, W, C)`` (not staged, no alpha): ``out`` is then ``(N, C_out, h*s, w*s)``.
 
         Networks with exact stages (RRDBNet) are run staged when :meth:`staged_layout` says
         so: per strip of the image, head and trunk stage by stage into stored feature maps,
         then the tail over tiles of the maps; progress counts stage tiles and tail tiles."""
         desc = self.model.desc
-        h, w, _ = arr.shape
+        h, w, _ = arr.shape[-3:]
+        n = arr.shape[0] if arr.ndim == 4 else 1
         m = max(1, desc.size_multiple)
         ph, pw = (-h) % m, (-w) % m
         src: np.ndarray | torch.Tensor = arr
         if ph or pw:
             mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
-            src = np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode=mode)
+            src = np.pad(arr, ((0, 0),) * (arr.ndim - 3) + ((0, ph), (0, pw), (0, 0)),
+                         mode=mode)
             if color_f is not None:
                 color_f = F.pad(color_f, (0, pw, 0, ph),
                                 mode="reflect" if mode == "reflect" else "replicate")
@@ -818,20 +884,20 @@ class Upscaler:
             return self._fetch(src, cc, cc + 1, box, maxv).expand(-1, desc.in_channels, -1, -1)
 
         fetches = [fetch_color, fetch_alpha] if alpha_net else [fetch_color]
-        layout = self.staged_layout(hp, wp, passes=len(fetches))
+        layout = None if n > 1 else self.staged_layout(hp, wp, passes=len(fetches))
         counter = _Counter(progress)
         if layout is None:
             t = self.options.tile
             if t is None:
                 t = self.auto_tile(hp, wp)
             tiles = plan_tiles(hp, wp, t, self.context if t else 0, m)
-            counter.total = len(tiles)
+            counter.total = len(tiles) * n
 
             def forward(prec: str, boxes: list[tuple[int, int, int, int]], k: int
                         ) -> torch.Tensor:
                 return self._forward_prec(torch.cat([fetches[k](b) for b in boxes]), prec)
 
-            yield from self._band_loop(tiles, forward, gray_in, alpha_net, counter)
+            yield from self._band_loop(tiles, forward, gray_in, alpha_net, counter, n)
             return
         counter.total = layout.work(len(fetches))
         for strip in layout.strips:
@@ -850,10 +916,10 @@ class Upscaler:
 
     def _band_loop(self, tiles: list[Tile],
                    forward: Callable[[str, list[tuple[int, int, int, int]], int], torch.Tensor],
-                   gray_in: bool, alpha_net: bool, counter: _Counter
+                   gray_in: bool, alpha_net: bool, counter: _Counter, n: int = 1
                    ) -> Iterator[tuple[str, Any]]:
         """Tiles in raster bands through ``forward(prec, boxes, k)`` (k = 0 colour, 1 alpha),
-        as :meth:`_tile_stream` describes."""
+        as :meth:`_tile_stream` describes; ``n`` frames per box (box-major in a batch)."""
         s = self.scale
         luma = torch.tensor(_LUMA, device=self.device).view(1, 3, 1, 1)
 
@@ -866,19 +932,20 @@ class Upscaler:
             if alpha_net:
                 ya = forward(prec, boxes, 1)
                 y = torch.cat([y, ya.clamp_(0, 1).mean(dim=1, keepdim=True)], dim=1)
-            ok = torch.isfinite(y).flatten(1).all(dim=1)
+            ok = torch.isfinite(y).flatten(1).all(dim=1).view(len(chunk), n).all(dim=1)
             return y, ok
 
         def cores(chunk: list[Tile], y: torch.Tensor) -> Iterator[tuple[str, Any]]:
             for k, t in enumerate(chunk):
                 oy, ox = (t.y0 - t.py0) * s, (t.x0 - t.px0) * s
-                core = y[k : k + 1, :, oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s]
+                core = y[k * n : (k + 1) * n, :, oy : oy + (t.y1 - t.y0) * s,
+                         ox : ox + (t.x1 - t.x0) * s]
                 yield "tile", (t, core)
 
         bands: dict[tuple[int, int], list[Tile]] = {}
         for t_ in tiles:
             bands.setdefault((t_.y0, t_.y1), []).append(t_)
-        batch = self._tile_batch(tiles)
+        batch = max(1, self._tile_batch(tiles) // n)  # tiles x frames per forward
         for (y0, y1), row in bands.items():
             groups: dict[tuple[int, int], list[Tile]] = {}
             for t_ in row:
@@ -890,7 +957,7 @@ class Upscaler:
                     y, ok = run(self.precision, chunk)
                     checks.append((chunk, ok))
                     yield from cores(chunk, y)
-                    counter.tick(len(chunk))
+                    counter.tick(len(chunk) * n)
             # one host synchronisation per band: which tiles had NaN/Inf
             flags = torch.cat([ok for _, ok in checks]).cpu()
             if not bool(flags.all()):
@@ -942,25 +1009,29 @@ class Upscaler:
             return self._net(prec)(xd).float()
 
     def _quantized_bands(self, tiles_gen: Iterator[tuple[str, Any]], oh: int, ow: int,
-                         dtype: np.dtype, maxv: float) -> Iterator[np.ndarray]:
-        """Tiles -> output rows in the final dtype; a band buffer of that dtype on the device."""
+                         dtype: np.dtype, maxv: float, *, batched: bool = False
+                         ) -> Iterator[np.ndarray]:
+        """Tiles -> output rows in the final dtype; a band buffer of that dtype on the device.
+        ``batched``: tiles of N frames, bands ``(N, rows, W, C)``."""
         buf: torch.Tensor | None = None
         s = self.scale
         for kind, val in tiles_gen:
             if kind == "tile":
                 t, core = val
-                if buf is None:  # (rows, W, C): the host layout, no copy on the CPU
+                if buf is None:  # (N, rows, W, C): the host layout, no copy on the CPU
                     rows = (self._band_rows(t)) * s
-                    buf = torch.empty((rows, ow + self._pad_w(ow), core.shape[1]),
+                    buf = torch.empty((core.shape[0], rows, ow + self._pad_w(ow), core.shape[1]),
                                       dtype=_int_dtype(maxv), device=self.device)
-                q = _quantize(core[0], maxv)
-                buf[: q.shape[1], t.x0 * s : t.x1 * s] = q.permute(1, 2, 0)
+                q = _quantize(core, maxv)
+                buf[:, : q.shape[2], t.x0 * s : t.x1 * s] = q.permute(0, 2, 3, 1)
                 del q, core, val
             else:
                 y0, y1 = val
                 assert buf is not None  # noqa: S101 - a band has tiles
                 r1 = min(y1 * s, oh)
-                band = buf[: r1 - y0 * s, :ow].cpu().numpy()
+                band = buf[:, : r1 - y0 * s, :ow].cpu().numpy()
+                if not batched:
+                    band = band[0]
                 buf = None
                 yield band if band.dtype == dtype else band.astype(dtype)
                 del band
@@ -975,16 +1046,17 @@ class Upscaler:
 
     def _float_bands(self, tiles_gen: Iterator[tuple[str, Any]], nh: int, nw: int
                      ) -> Iterator[torch.Tensor]:
-        """Tiles -> float rows ``(C, n, W*s)`` at the native scale, unclamped (for resizing)."""
+        """Tiles -> float rows ``(C, n, W*s)`` at the native scale, unclamped (for resizing);
+        tiles of N frames: ``(N*C, n, W*s)``."""
         buf: torch.Tensor | None = None
         s = self.scale
         for kind, val in tiles_gen:
             if kind == "tile":
                 t, core = val
                 if buf is None:
-                    buf = torch.empty((core.shape[1], (t.y1 - t.y0) * s, nw + self._pad_w(nw)),
-                                      device=self.device)
-                buf[:, : core.shape[2], t.x0 * s : t.x1 * s] = core[0]
+                    buf = torch.empty((core.shape[0] * core.shape[1], (t.y1 - t.y0) * s,
+                                       nw + self._pad_w(nw)), device=self.device)
+                buf[:, : core.shape[2], t.x0 * s : t.x1 * s] = core.flatten(0, 1)
             else:
                 y0, y1 = val
                 assert buf is not None  # noqa: S101 - a band has tiles
@@ -1056,8 +1128,10 @@ def _quantize(x: torch.Tensor, maxv: float) -> torch.Tensor:
 
 
 def _host(q: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """``(C, n, W)`` integers on the device -> ``(n, W, C)`` numpy ``dtype``."""
-    return np.ascontiguousarray(q.permute(1, 2, 0).cpu().numpy().astype(dtype))
+    """``(C, n, W)`` integers on the device -> ``(n, W, C)`` numpy ``dtype``; ``(N, C, n, W)``
+    -> ``(N, n, W, C)``."""
+    q = q.movedim(-3, -1)
+    return np.ascontiguousarray(q.cpu().numpy().astype(dtype))
 
 
 def _zip_rows(a: Iterator[torch.Tensor], b: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:

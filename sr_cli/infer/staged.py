@@ -12,16 +12,19 @@ A network opts in by a ``staged()`` method returning a :class:`StagedNet`: ``hea
 features, run over the whole region at once), ``stages`` (feature -> feature, each with its
 exact radius; a stage may snapshot the running map first and end with a scaled residual onto
 that snapshot, which is how RRDB's ``x + 0.2 * rdb3(rdb2(rdb1(x)))`` is written without
-holding a block's three outputs), and ``tail`` (``(head features, trunk features) -> output``,
-exact radius ``tail_radius`` feature pixels), which the engine streams band by band like a
-plain network.
+holding a block's three outputs), and ``tail`` (``(input, trunk features) -> output``, exact
+radius ``tail_radius`` feature pixels), which the engine streams band by band like a plain
+network. The tail gets the *input* pixels of its tile rather than the head's features: it
+recomputes the head there (RRDBNet's ``conv_first``, 3x3 from a few input channels: cheap), so
+the head's output is not held as a third full feature map beside the running map and the
+snapshot (``tail_radius`` covers the head's radius too).
 
 A stage that is one tile (the whole map) is a plain call that returns a new map, as the
 network's own forward does. Otherwise it is computed in place on the running map: band by band
 (raster order), each band's output held until the next band has been computed (which still
-reads the band's old rows as context), then written back. Memory: the head features, the
-running map, the snapshot (when a stage saves one) and one pending band (or the stage's new
-map), in the network's dtype; see :func:`map_bytes_per_pixel`.
+reads the band's old rows as context), then written back. Memory: the input (in the maps'
+dtype), the running map, the snapshot (when a stage saves one) and one pending band (or the
+stage's new map), in the network's dtype; see :func:`map_bytes_per_pixel`.
 
 Half precision: every stage tile is checked for NaN/Inf (one device synchronisation per band);
 a bad tile is recomputed in float32 from the same input; when even that result does not fit
@@ -67,9 +70,12 @@ class StagedNet:
         channels: feature channels of the maps.
         head: input ``(N, C_in, H, W)`` -> features ``(N, channels, H/stride, W/stride)``.
         stages: the trunk.
-        tail: ``(head features, trunk features)`` -> output ``(N, C_out, H*s, W*s)``.
-        tail_radius: the tail's exact receptive radius in feature pixels.
+        tail: ``(input, trunk features)`` -> output ``(N, C_out, H*s, W*s)``: the input
+            region ``(N, C_in, h*stride, w*stride)`` of the trunk features ``(N, channels, h,
+            w)`` (the head is recomputed from it).
+        tail_radius: the tail's exact receptive radius in feature pixels (head included).
         work_channels: peak floats per feature pixel while one stage tile runs (memory plan).
+        in_channels: input floats per feature pixel (``C_in * stride**2``), held for the tail.
     """
 
     stride: int
@@ -79,6 +85,7 @@ class StagedNet:
     tail: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     tail_radius: int
     work_channels: int
+    in_channels: int = 0
 
     @property
     def saves(self) -> bool:
@@ -86,8 +93,9 @@ class StagedNet:
 
     @property
     def maps(self) -> int:
-        """Feature maps held at once: head output, running map, (snapshot)."""
-        return 3 if self.saves else 2
+        """Feature maps held at once: the running map and (when a stage saves one) the
+        snapshot; the input is counted apart (:attr:`in_channels`)."""
+        return 2 if self.saves else 1
 
 
 class HalfOverflow(Exception):  # noqa: N818 - a control-flow signal, caught by the engine
@@ -96,8 +104,9 @@ class HalfOverflow(Exception):  # noqa: N818 - a control-flow signal, caught by 
 
 
 def map_bytes_per_pixel(net: StagedNet, dtype_bytes: int) -> int:
-    """Bytes of stored feature maps per feature pixel (plus a pending band, not counted)."""
-    return net.maps * net.channels * dtype_bytes
+    """Bytes of stored feature maps and input per feature pixel (plus a pending band, not
+    counted)."""
+    return (net.maps * net.channels + net.in_channels) * dtype_bytes
 
 
 def splits(length: int, size: int) -> list[tuple[int, int]]:
@@ -147,17 +156,18 @@ def run_head_and_trunk(
         on_redo: called when a half-precision stage tile is redone in float32.
 
     Returns:
-        ``(head features, trunk features)``, each ``(1, channels, H/stride, W/stride)``.
+        ``(input, trunk features)``: ``x`` in ``dtype`` (what the tail reads) and
+        ``(1, channels, H/stride, W/stride)``.
 
     Raises:
         HalfOverflow: a half-precision stage (or the head) overflows even when redone in fp32.
     """
     half = dtype != torch.float32
-    feat0 = net.head(x.to(dtype).contiguous(memory_format=memory_format))
-    if half and not bool(torch.isfinite(feat0).all()):
+    x = x.to(dtype).contiguous(memory_format=memory_format)
+    cur = net.head(x)  # not kept: the tail recomputes the head from the input
+    if half and not bool(torch.isfinite(cur).all()):
         raise HalfOverflow
-    feat0 = feat0.contiguous(memory_format=memory_format)
-    cur = feat0
+    cur = cur.contiguous(memory_format=memory_format)
     saved: torch.Tensor | None = None
     for k, stage in enumerate(net.stages):
         s32 = _nth_stage(net32, k) if half else None
@@ -167,15 +177,20 @@ def run_head_and_trunk(
             cur = _whole_stage(stage, s32, cur, on_redo)
             if tick:
                 tick(1)
-        else:  # in place, band by band: feat0 and the snapshot must stay as they are
-            if cur is feat0 or cur is saved:
+        else:  # in place, band by band: the snapshot and the input must stay as they are
+            if cur is saved or _aliases(cur, x):
                 cur = cur.clone(memory_format=memory_format)
             _run_stage(stage, s32, cur, rows, cols, memory_format, tick, on_redo)
         if stage.residual is not None:
             assert saved is not None  # noqa: S101 - a residual needs a snapshot
             cur.mul_(stage.residual).add_(saved)  # cur is this stage's own map here
             saved = None
-    return feat0, cur
+    return x, cur
+
+
+def _aliases(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` shares memory with ``b`` (a head may return a view of its input)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _one_tile(cur: torch.Tensor, stage: Stage, rows: int, cols: int) -> bool:

@@ -275,20 +275,14 @@ def upscale_frames(upscaler: Any, frames: list[np.ndarray], scale: float | None)
 
     One frame (the CPU default) goes through ``Upscaler.stream``, the call an image gets:
     uint8 tiles in, uint8 bands out, no float copy of the frame. Several frames (``batch``,
-    4 by default on CUDA) go through ``upscale_tensor`` in one forward pass
-    (``float32(x) / 255`` in, ``round(y * 255)`` out): the same pixels at the network's own
-    scale, within 1 level after a resize to another ``scale`` (the resize sums in another
-    order).
+    4 by default on CUDA) go through ``Upscaler.upscale_frames``: each forward pass takes the
+    same tile of every frame, and the bands are written in uint8 as they come, so batching
+    holds no float copy of a frame either; the output is the single-frame output up to the
+    float rounding of a forward of another batch size (rarely one level).
     """
     if len(frames) == 1:
         return upscaler.stream(frames[0], scale).collect()[None]  # type: ignore[no-any-return]
-    import numpy as np
-    import torch
-
-    arr = np.stack(frames).astype(np.float32) / 255.0
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2)
-    y = upscaler.upscale_tensor(x, scale).permute(0, 2, 3, 1).numpy()
-    return np.round(y * 255.0).astype(np.uint8)
+    return upscaler.upscale_frames(frames, scale)  # type: ignore[no-any-return]
 
 
 def _batches(it: Iterator[np.ndarray], n: int, size: int) -> Iterable[list[np.ndarray]]:
