@@ -7,7 +7,7 @@
     python benchmarks/upscale.py --ab 2 --threads 1,2          # sr's CPU memory setting on/off
 
 ``--ab N`` runs the whole benchmark in 2N child processes, alternating ``SR_CPU_MALLOC=system``
-(glibc's defaults: the previous default path) and ``keep`` (sr's default since issue 18, see
+(glibc's defaults: the previous default path) and ``keep`` (opt-in since issue 18, see
 sr_cli/infer/cpumem.py): a process-wide allocator setting cannot be switched fairly inside one
 process, so the A/B is per process, and every row of a child (the bare forward and ncnn too)
 runs under its setting. It prints one compact table of both settings, their ratio, and sr
@@ -21,8 +21,8 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
   torch cl fp32     plain channels-last fp32 forward under no_grad, then clamp and round to
                     uint8: the baseline
   sr torch fp32     sr's Upscaler.stream, ``--engine torch``, whole image (conversion, padding,
-                    clamp, checks; SRVGGNetCompact in its inference form, freed memory kept
-                    unless SR_CPU_MALLOC=system): its overhead over the baseline is printed
+                    clamp, checks; SRVGGNetCompact in its inference form; freed memory kept
+                    with SR_CPU_MALLOC=keep): its overhead over the baseline is printed
   sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
   sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
@@ -220,7 +220,7 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         with open(record, "a") as fh:
             for k in res:
                 fh.write(json.dumps({"net": key, "threads": threads, "row": k,
-                                     "mode": os.environ.get("SR_CPU_MALLOC", "keep"),
+                                     "mode": os.environ.get("SR_CPU_MALLOC", "system"),
                                      "wall": res[k], "cpu": cpu[k], "faults": flt[k]}) + "\n")
     med = {k: statistics.median(v) for k, v in res.items()}
     mn = {k: min(v) for k, v in res.items()}
@@ -303,7 +303,7 @@ def ab(args: argparse.Namespace, child_argv: list[str]) -> None:
             cpu.setdefault(k, []).extend(r["cpu"])
             flt.setdefault(k, []).extend(r["faults"])
     os.unlink(record)
-    print(f"\nA/B SR_CPU_MALLOC system (glibc defaults, the old path) vs keep (the default); "
+    print(f"\nA/B SR_CPU_MALLOC system (glibc defaults, the old path) vs keep (opt-in); "
           f"{args.ab} process(es) each, alternating; load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after, on {os.cpu_count()} CPUs")
     print("seconds: median [min]; ratios: of medians (of minimums); cpu: median CPU seconds; "

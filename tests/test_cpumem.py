@@ -60,7 +60,7 @@ def _up(model: LoadedModel, prec: str = "fp32", tile: int = 0) -> Upscaler:
 
 def test_mode_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SR_CPU_MALLOC", raising=False)
-    assert cpumem.resolve_mode() == "keep"
+    assert cpumem.resolve_mode() == "system"
     monkeypatch.setenv("SR_CPU_MALLOC", "System")
     assert cpumem.resolve_mode() == "system"
     monkeypatch.setattr(cpumem, "_applied", None)
@@ -101,7 +101,7 @@ def _faults(mode: str) -> list[int]:
 def test_no_fresh_pages_after_warm_up() -> None:
     """Fresh processes running sr's CPU path on a network with 50 MB tensors (above glibc's
     largest mmap threshold): with SR_CPU_MALLOC=system every pass takes ~64,000 new pages
-    (measured 61,000-66,000); with the default (keep) the heap grows for a few passes (glibc's
+    (measured 61,000-66,000); with SR_CPU_MALLOC=keep the heap grows for a few passes (glibc's
     aligned allocations fragment it: measured 51,000-54,000, then 0-3 passes of 12,000-25,000)
     and then takes none."""
     keep, system = _faults("keep"), _faults("system")
@@ -115,7 +115,7 @@ def test_no_fresh_pages_after_warm_up() -> None:
 @pytest.mark.parametrize(("arch", "hp", "hw"), CASES, ids=[c[0] for c in CASES])
 def test_default_path_matches_float64_forward(arch: str, hp: dict, hw: tuple[int, int],
                                               prec: str) -> None:
-    """The default CPU path (torch engine, channels-last, memory kept) per precision, whole
+    """The default CPU path (torch engine, channels-last) per precision, whole
     image and tiled, against the float64 forward; tiled equals whole up to float rounding."""
     model = _model(arch, hp)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(3))

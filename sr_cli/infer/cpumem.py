@@ -16,8 +16,15 @@ so the band- and tile-sized buffers of the streamed output (``sr upscale`` serve
 1 MB or more by ``mmap``, :func:`sr_cli.infer.device.limit_heap_fragmentation`) still go back
 to the kernel when freed: with ``mmap`` off process-wide they fragmented the heap and the
 streamed output's peak grew with the image height. The cost: the process keeps its peak
-activation heap (it does not shrink after a large image). ``SR_CPU_MALLOC=system`` leaves
-glibc's defaults alone; other C libraries are never touched.
+activation heap (it does not shrink after a large image).
+
+``keep`` is opt-in (``SR_CPU_MALLOC=keep``); the default, ``system``, leaves glibc's defaults
+alone (other C libraries are never touched). Measured on ``sr upscale`` of a 1600x1600 PNG
+x4 with SRVGGNetCompact, one thread, on a loaded 2-core machine: ``keep`` took 70-72 s
+against 106 s, but its peak RSS was 499-634 MB (three runs) against 431 MB, and 711-718 MB
+in ``benchmarks/memory.py`` where the target is 700 MB: while a network runs, ``mmap`` is off
+for the whole process, so the encoder thread's buffers land in the heap between activations
+and fragment it, by an amount that depends on thread timing. Bounded memory wins the default.
 """
 
 from __future__ import annotations
@@ -47,8 +54,10 @@ _depth = 0  # network calls in progress (nested modules and threads)
 
 
 def resolve_mode() -> str:
-    """``$SR_CPU_MALLOC`` or ``keep``, checked. Raises UsageError when unknown."""
-    s = (os.environ.get(ENV_VAR) or "keep").strip().lower()
+    """``$SR_CPU_MALLOC`` or ``system`` (the default: see the module notes), checked.
+
+    Raises UsageError when unknown."""
+    s = (os.environ.get(ENV_VAR) or "system").strip().lower()
     if s not in MODES:
         raise UsageError(f"unknown {ENV_VAR}={s!r} ({', '.join(MODES)})")
     return s
