@@ -297,13 +297,15 @@ def test_disk_full_exit_1_and_nothing_clobbered(runner: CliRunner, files, cmd: s
 
 def test_ctrl_c_exit_130_no_partial_output(runner: CliRunner, files,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from sr_cli.infer import engine
+    from sr_cli.infer import engine, staged
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    # interrupted inside the network, while the streamed output file is open
+    # interrupted inside the network, while the streamed output file is open (the one-pass
+    # tiles' forward, or the staged trunk of the default RRDBNet)
     monkeypatch.setattr(engine.Upscaler, "_forward_prec", interrupted)
+    monkeypatch.setattr(staged, "run_head_and_trunk", interrupted)
     d = files["dir"]
     out = d / "o.png"
     res = runner.invoke(app, ["upscale", str(files["ok.png"]), "-o", str(out)])
