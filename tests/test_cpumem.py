@@ -71,6 +71,39 @@ def test_mode_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         cpumem.resolve_mode()
 
 
+@glibc
+def test_scope_is_entered_only_for_large_inputs_and_always_left(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep: mmap is off only inside calls on >= MIN_ELEMENTS inputs (small calls and the
+    output pipeline keep glibc's defaults), nested calls count, and a raising forward still
+    leaves the scope."""
+    monkeypatch.setenv("SR_CPU_MALLOC", "keep")
+    monkeypatch.setattr(cpumem, "_applied", None)
+    assert cpumem.keep_freed_memory()
+    depths = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            depths.append(cpumem._depth)
+            if x.numel() == cpumem.MIN_ELEMENTS + 1:
+                raise RuntimeError("boom")
+            return x
+
+    net = torch.nn.Sequential(Probe())
+    cpumem.attach(net)
+    net(torch.zeros(cpumem.MIN_ELEMENTS - 1))
+    net(torch.zeros(cpumem.MIN_ELEMENTS))
+    with cpumem.forward_scope(10):
+        net(torch.zeros(3))
+    with cpumem.forward_scope(cpumem.MIN_ELEMENTS):
+        net(torch.zeros(cpumem.MIN_ELEMENTS))
+    with pytest.raises(RuntimeError):
+        net(torch.zeros(cpumem.MIN_ELEMENTS + 1))
+    # Sequential + Probe each enter on a large input: 2; inside a large scope: 3
+    assert depths == [0, 2, 0, 3, 2]
+    assert cpumem._depth == 0
+
+
 _PASSES = """
 import resource, torch
 from sr_cli.archs import build

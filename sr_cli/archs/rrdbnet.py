@@ -118,13 +118,15 @@ class RRDBNet(nn.Module):
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
-        feat = self.conv_first(feat)
-        feat = feat + self.conv_body(self.body(feat))
+        feat = self._head(x)
+        return self._upsample(feat + self.conv_body(self.body(feat)))
+
+    def _upsample(self, feat: torch.Tensor) -> torch.Tensor:
+        """Nearest x2 + conv + LeakyReLU per stage, then conv_hr and conv_last."""
         for k in range(1, self.stages + 1):
             up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
             feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))  # type: ignore[no-any-return]
 
     def staged(self, per: str = "rdb") -> Any:
         """This network as exact stages for the engine's staged tiling
@@ -169,11 +171,7 @@ class RRDBNet(nn.Module):
         return self.conv_first(feat)  # type: ignore[no-any-return]
 
     def _tail(self, x: torch.Tensor, trunk: torch.Tensor) -> torch.Tensor:
-        feat = self._head(x) + self.conv_body(trunk)
-        for k in range(1, self.stages + 1):
-            up = F.interpolate(feat, scale_factor=2.0, mode="nearest")
-            feat = self.lrelu(getattr(self, f"conv_up{k}")(up))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))  # type: ignore[no-any-return]
+        return self._upsample(self._head(x) + self.conv_body(trunk))
 
 
 _ORIG = [

@@ -93,27 +93,36 @@ elements (4 MB in fp32): smaller calls gain little from the kept heap, and in th
 output pipeline's own buffers would fragment it."""
 
 
+def _enter() -> None:
+    global _depth
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            _libc.mallopt(_M_MMAP_MAX, 0)
+
+
+def _leave() -> None:
+    global _depth
+    with _lock:
+        _depth -= 1
+        if _depth == 0:
+            _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+
+
 @contextmanager
 def forward_scope(elements: int | None = None) -> Iterator[None]:
     """While inside (any thread, nestable): glibc serves every allocation from the heap, so
     a network's activations reuse the memory the previous pass freed. No-op when
     :func:`keep_freed_memory` is off, or for an input of fewer than :data:`MIN_ELEMENTS`
     ``elements`` (when given)."""
-    global _depth
     if not keep_freed_memory() or (elements is not None and elements < MIN_ELEMENTS):
         yield
         return
-    with _lock:
-        _depth += 1
-        if _depth == 1:
-            _libc.mallopt(_M_MMAP_MAX, 0)
+    _enter()
     try:
         yield
     finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        _leave()
 
 
 def attach(net: Any) -> None:
@@ -123,26 +132,17 @@ def attach(net: Any) -> None:
     nothing when :func:`keep_freed_memory` is off."""
     if not keep_freed_memory():
         return
-    local = threading.local()
+    local = threading.local()  # per thread: which of the open module calls entered
 
     def enter(_m: Any, args: Any) -> None:
-        global _depth
         big = bool(args) and getattr(args[0], "numel", lambda: 0)() >= MIN_ELEMENTS
-        stack = local.__dict__.setdefault("stack", [])
-        stack.append(big)
+        local.__dict__.setdefault("stack", []).append(big)
         if big:
-            with _lock:
-                _depth += 1
-                if _depth == 1:
-                    _libc.mallopt(_M_MMAP_MAX, 0)
+            _enter()
 
     def leave(_m: Any, _args: Any, _out: Any) -> None:
-        global _depth
         if local.__dict__.setdefault("stack", []).pop():
-            with _lock:
-                _depth -= 1
-                if _depth == 0:
-                    _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+            _leave()
 
     for m in net.modules():
         m.register_forward_pre_hook(enter)

@@ -27,7 +27,7 @@ from sr_cli.infer.cpumem import forward_scope
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
 from sr_cli.infer.fastconv import prepare_for_cpu, prepare_inference
 from sr_cli.infer.resample import RowResampler
-from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled
+from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled, splits
 from sr_cli.io.images import PixelStream
 
 if TYPE_CHECKING:
@@ -320,6 +320,12 @@ class Upscaler:
                 self._context = measure_context(net, desc)
             return self._context
 
+    def _warn_fp32_redo(self, prec: str) -> None:
+        """Warn (once per Upscaler) that a half-precision tile was redone in fp32."""
+        if self.on_warning and not self._warned_fallback:
+            self.on_warning(f"{prec} produced NaN/Inf on a tile; recomputed it in fp32")
+            self._warned_fallback = True
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network forward of a float32 batch; half-precision non-finite output -> fp32 redo."""
         prec = self.precision
@@ -328,11 +334,7 @@ class Upscaler:
             xd = x.to(self.device, DTYPES[prec]).contiguous(memory_format=self._memory_format())
             y = self._net(prec)(xd)
             if prec != "fp32" and not bool(torch.isfinite(y).all()):
-                if self.on_warning and not self._warned_fallback:
-                    self.on_warning(
-                        f"{prec} produced NaN/Inf on a tile; recomputed it in fp32"
-                    )
-                    self._warned_fallback = True
+                self._warn_fp32_redo(prec)
                 xd = x.to(self.device, torch.float32).contiguous(
                     memory_format=self._memory_format()
                 )
@@ -356,6 +358,8 @@ class Upscaler:
                 and self.scale > 0 and callable(getattr(self.model.net, "staged", None)))
 
     def _budget(self) -> float:
+        """Memory for activations and maps: ``memory_fraction`` of the free memory, at most
+        8 GiB on the CPU."""
         budget = free_memory_bytes(self.device) * self.options.memory_fraction
         return min(budget, 8 * 1024**3) if self.device.type == "cpu" else budget
 
@@ -410,7 +414,7 @@ class Upscaler:
             if core < max(cf, 1):
                 return None
             strips = []
-            for a, b in _row_splits(hf, core):
+            for a, b in splits(hf, core):
                 strips.append((a * u, b * u, max(0, a - cf) * u, min(hf, b + cf) * u))
         per_px = _bytes_per_input_pixel(self.model, db)
         tail_ctx = snet.tail_radius * u
@@ -466,10 +470,7 @@ class Upscaler:
                     box = [(t.py0, t.py1, t.px0, t.px1)]
                     y = self._staged_tail(maps, strip[2], layout.stride, self.precision, box)
                     if self.precision != "fp32" and not bool(torch.isfinite(y).all()):
-                        if self.on_warning and not self._warned_fallback:
-                            self.on_warning(f"{self.precision} produced NaN/Inf on a tile; "
-                                            "recomputed it in fp32")
-                            self._warned_fallback = True
+                        self._warn_fp32_redo(self.precision)
                         y = self._staged_tail(maps, strip[2], layout.stride, "fp32", box)
                     if out is None:
                         out = torch.empty((b_, y.shape[1], h * s, w * s))
@@ -491,10 +492,9 @@ class Upscaler:
         x = fetch(box)
         prec = self.precision
         fmt = self._memory_format()
+
         def redo() -> None:
-            if self.on_warning and not self._warned_fallback:
-                self.on_warning(f"{prec} produced NaN/Inf on a tile; recomputed it in fp32")
-                self._warned_fallback = True
+            self._warn_fp32_redo(prec)
 
         try:
             return run_head_and_trunk(
@@ -520,9 +520,7 @@ class Upscaler:
         """
         dtype_bytes = torch.finfo(DTYPES[self.precision]).bits // 8
         per_px = _bytes_per_input_pixel(self.model, dtype_bytes)
-        budget = free_memory_bytes(self.device) * self.options.memory_fraction
-        if self.device.type == "cpu":
-            budget = min(budget, 8 * 1024**3)
+        budget = self._budget()
         max_side = max(32, int(math.sqrt(max(1, budget // per_px))))
         if self.device.type == "cpu":
             lean = int(math.sqrt(LEAN_BUDGET_CPU // per_px))
@@ -986,10 +984,7 @@ class Upscaler:
             hint = ""
         else:
             hint = "; try --precision fp32"
-            if self.on_warning and not self._warned_fallback:
-                self.on_warning(f"{self.precision} produced NaN/Inf on a tile; recomputed it "
-                                "in fp32")
-                self._warned_fallback = True
+            self._warn_fp32_redo(self.precision)
             for t_ in bad:
                 y, ok = run("fp32", [t_])
                 if bool(ok.all()):
@@ -1108,12 +1103,6 @@ class Upscaler:
                 self._input_rows(arr, None, cc, c, maxv, torch.float32), h, w, oh, ow))
         for band in rows:
             yield self._to_host(band.float(), arr.dtype, maxv)
-
-
-def _row_splits(length: int, size: int) -> list[tuple[int, int]]:
-    from sr_cli.infer.staged import splits
-
-    return splits(length, size)
 
 
 def _int_dtype(maxv: float) -> torch.dtype:

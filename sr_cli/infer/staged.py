@@ -34,14 +34,15 @@ float32.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from sr_cli.infer.tiling import splits
+
 __all__ = ["HalfOverflow", "Stage", "StagedNet", "map_bytes_per_pixel", "run_head_and_trunk",
-           "splits", "stage_tiles"]
+           "stage_tiles"]
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,6 @@ def map_bytes_per_pixel(net: StagedNet, dtype_bytes: int) -> int:
     """Bytes of stored feature maps and input per feature pixel (plus a pending band, not
     counted)."""
     return (net.maps * net.channels + net.in_channels) * dtype_bytes
-
-
-def splits(length: int, size: int) -> list[tuple[int, int]]:
-    """``[0, length)`` cut into near-equal chunks of at most ``size`` (>= 1)."""
-    n = max(1, math.ceil(length / max(1, size)))
-    step = math.ceil(length / n)
-    return [(a, min(length, a + step)) for a in range(0, length, step)]
 
 
 def stage_tiles(height: int, width: int, rows: int, cols: int, radius: int) -> int:

@@ -39,10 +39,11 @@ class Tile:
         return (self.py1 - self.py0, self.px1 - self.px0)
 
 
-def _splits(length: int, tile: int, multiple: int) -> list[tuple[int, int]]:
-    """Split ``[0, length)`` into near-equal chunks of at most ``tile``, on ``multiple``s."""
-    n = max(1, math.ceil(length / tile))
-    size = math.ceil(length / n / multiple) * multiple
+def splits(length: int, tile: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """Split ``[0, length)`` into near-equal chunks of at most ``tile`` (>= 1), on
+    ``multiple``s."""
+    n = max(1, math.ceil(length / max(1, tile)))
+    size = max(1, math.ceil(length / n / multiple) * multiple)
     edges = list(range(0, length, size)) + [length]
     return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=False) if b > a]
 
@@ -72,8 +73,8 @@ def plan_tiles(
     tile = max(multiple, (tile // multiple) * multiple)
     ctx = math.ceil(context / multiple) * multiple
     tiles = []
-    for y0, y1 in _splits(height, tile, multiple):
-        for x0, x1 in _splits(width, tile, multiple):
+    for y0, y1 in splits(height, tile, multiple):
+        for x0, x1 in splits(width, tile, multiple):
             tiles.append(
                 Tile(
                     y0, y1, x0, x1,
