@@ -23,6 +23,9 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
   sr torch fp32     sr's Upscaler.stream, ``--engine torch``, whole image (conversion, padding,
                     clamp, checks; SRVGGNetCompact in its inference form; freed memory kept
                     with SR_CPU_MALLOC=keep): its overhead over the baseline is printed
+  sr net fp32       sr's prepared network alone (the inference form sr runs: SRVGGNetCompact's
+                    one-pass tail, SRResNet's folded/fused form), on the same channels-last
+                    tensor, then clamp and round: sr's path overhead is sr torch over this row
   sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
   sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
@@ -185,6 +188,16 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         return lambda: up.stream(img).collect()
 
     fns["sr torch fp32"] = sr("torch")
+    prepared = Upscaler(model, InferenceOptions(device="cpu", precision="fp32", tile=0,
+                                                engine="torch"))._net("fp32")
+
+    def sr_net() -> object:  # sr's prepared network alone: what its path wraps
+        with forward_scope():
+            y = prepared(xc)
+        y = y.clamp_(0, 1).mul_(255).round_().byte()
+        return y[0].permute(1, 2, 0).numpy()
+
+    fns["sr net fp32"] = sr_net
     has_ncnn = ncnn_module() is not None
     if has_ncnn:
         fns["sr ncnn fp32"] = sr("ncnn")
@@ -213,7 +226,8 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         fns["sr torch bf16"] = sr("torch", "bf16")
     if rows:  # keep the baseline, sr torch and the rows asked for
         fns = {k: f for k, f in fns.items()
-               if k in ("torch cl fp32", "sr torch fp32") or any(r in k for r in rows)}
+               if k in ("torch cl fp32", "sr torch fp32", "sr net fp32")
+               or any(r in k for r in rows)}
     with torch.no_grad():
         res, cpu, flt = _time_rounds(fns, rounds)
     if record:
@@ -238,9 +252,11 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         print(f"{k:22s} {med[k]:9.3f} {min(v):7.3f}-{max(v):7.3f} "
               f"{statistics.median(cpu[k]):6.2f} {statistics.median(flt[k]):7.0f} {gf} "
               f"{med[base] / med[k]:8.2f}x ({mn[base] / mn[k]:.2f}x) {vs_nc}")
-    print(f"sr torch overhead over the bare forward: median "
+    print(f"sr torch vs the bare forward: median "
           f"{med['sr torch fp32'] / med[base] - 1:+.1%}, of minimums "
-          f"{mn['sr torch fp32'] / mn[base] - 1:+.1%}")
+          f"{mn['sr torch fp32'] / mn[base] - 1:+.1%}; sr's path overhead over its own "
+          f"network (sr net): median {med['sr torch fp32'] / med['sr net fp32'] - 1:+.1%}, "
+          f"of minimums {mn['sr torch fp32'] / mn['sr net fp32'] - 1:+.1%}")
     if has_ncnn and nc and "sr ncnn fp32" in med:
         print(f"sr ncnn overhead over bare ncnn ({nc}): median "
               f"{med['sr ncnn fp32'] / med[nc] - 1:+.1%}, of minimums "

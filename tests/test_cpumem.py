@@ -193,6 +193,88 @@ def test_srvgg_inference_form_is_bit_identical(hp: dict, prec: str) -> None:
     assert got.is_contiguous(memory_format=torch.channels_last)
 
 
+SRRES_CASES = [
+    {"num_feat": 16, "num_block": 2, "scale": 4},
+    {"num_feat": 16, "num_block": 2, "scale": 3},
+    {"num_feat": 8, "num_block": 1, "scale": 8},
+    {"num_feat": 8, "num_block": 1, "scale": 2, "in_channels": 1, "out_channels": 1},
+    {"num_feat": 8, "num_block": 1, "scale": 2, "norm": False},
+]
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("hp", SRRES_CASES, ids=["x4", "x3", "x8", "x2-gray", "x2-nonorm"])
+def test_srresnet_inference_form_matches_float64_forward(hp: dict, prec: str) -> None:
+    """SRResNetInference (batch norm folded, PReLU fused into the convolutions, the last
+    shuffle merged into conv_last) computes the network's function: against the float64
+    forward of the same weights within the default path's tolerances, channels-last, at odd
+    sizes and batch 2; training-mode networks are left alone."""
+    from sr_cli.infer.device import DTYPES
+    from sr_cli.infer.fastconv import SRResNetInference, prepare_inference
+
+    model = _model("srresnet", hp)
+    net = copy.deepcopy(model.net).to(DTYPES[prec], memory_format=torch.channels_last)
+    fast = prepare_inference(net)
+    assert isinstance(fast, SRResNetInference)
+    assert prepare_inference(t := copy.deepcopy(model.net).train()) is t
+    c = hp.get("in_channels", 3)
+    x = torch.rand(2, c, 13, 17, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = copy.deepcopy(model.net).double()(x.double())
+        got = fast(x.to(DTYPES[prec]).contiguous(memory_format=torch.channels_last))
+    assert got.shape == ref.shape and got.dtype == DTYPES[prec]
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    err = (got.double() - ref).abs()
+    max_err, mean_err = TOL[prec]
+    assert float(err.max()) <= max_err, float(err.max())
+    assert float(err.mean()) <= mean_err
+
+
+@pytest.mark.parametrize(("k", "r"), [(9, 2), (9, 3), (3, 2), (5, 4), (1, 2)])
+def test_convolution_merged_into_the_shuffle(k: int, r: int) -> None:
+    """conv(pixel_shuffle(y)) == pixel_shuffle(conv'(y)) with merge_into_shuffle's weights,
+    borders included (float64, to rounding); the output-channel padding changes nothing."""
+    import torch.nn.functional as F
+
+    from sr_cli.infer.fastconv import _padded_out, merge_into_shuffle, shuffle_cl
+
+    g = torch.Generator().manual_seed(k * 10 + r)
+    y = torch.randn(1, 5 * r * r, 6, 7, generator=g, dtype=torch.float64)
+    conv = torch.nn.Conv2d(5, 3, k, 1, k // 2).double()
+    w, b, pad = merge_into_shuffle(conv.weight, conv.bias, r)
+    with torch.no_grad():
+        want = conv(F.pixel_shuffle(y, r))
+    got = F.pixel_shuffle(F.conv2d(y, w, b, padding=pad), r)
+    assert float((got - want).abs().max()) < 1e-12
+    keep = w.shape[0]
+    wp = torch.cat([w, torch.randn(_padded_out(keep) - keep, *w.shape[1:], dtype=w.dtype)])
+    bp = torch.cat([b, torch.zeros(_padded_out(keep) - keep, dtype=b.dtype)])
+    z = F.conv2d(y.contiguous(memory_format=torch.channels_last), wp, bp, padding=pad)
+    assert torch.equal(shuffle_cl(z, r, keep), F.pixel_shuffle(z[:, :keep], r))
+    assert [_padded_out(n) for n in (3, 8, 12, 16, 27)] == [3, 8, 16, 16, 32]
+
+
+def test_fused_convolution_equals_conv_then_activation() -> None:
+    """conv_act: oneDNN's fused float32 convolution + leaky ReLU (where it runs) and the
+    in-place fallbacks give the plain convolution followed by the activation."""
+    import torch.nn.functional as F
+
+    from sr_cli.infer.fastconv import conv_act
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 8, 9, 11, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(6, 8, 3, 3, generator=g), torch.randn(6, generator=g)
+    plain = F.conv2d(x, w, b, padding=1)
+    assert torch.allclose(conv_act(x, w, b, 1, 0.2), F.leaky_relu(plain, 0.2), atol=1e-5)
+    slopes = torch.rand(6, generator=g)
+    assert torch.allclose(conv_act(x, w, b, 1, slopes), F.prelu(plain, slopes), atol=1e-5)
+    assert torch.allclose(conv_act(x, w, None, 1, None), F.conv2d(x, w, None, padding=1),
+                          atol=1e-5)
+    xb, wb = x.bfloat16(), w.bfloat16()  # never the fused op: in place after the convolution
+    assert torch.equal(conv_act(xb, wb, None, 1, 0.2),
+                       F.leaky_relu(F.conv2d(xb, wb, None, padding=1), 0.2))
+
+
 def test_threads_share_one_upscaler() -> None:
     """Worker threads calling one Upscaler (one prepared network) get the single-thread
     result."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import nn
 from sr_cli.errors import UsageError
 
 if TYPE_CHECKING:
+    from sr_cli.archs.srresnet import SRResNet
     from sr_cli.archs.srvgg import SRVGGNetCompact
 
 MODES = ("auto", "onednn", "winograd4", "winograd2", "nnpack")
@@ -249,13 +250,180 @@ class SRVGGInference(nn.Module):
         return y.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
 
 
+@cache
+def _fused_ok() -> bool:
+    """Whether oneDNN's fused convolution + activation op runs here (float32)."""
+    op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        w = torch.ones(2, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        y = op(x, w, None, [1, 1], [1, 1], [1, 1], 1, "leaky_relu", [0.5], "")
+        return bool(torch.equal(y, F.leaky_relu(F.conv2d(x, w, None, padding=1), 0.5)))
+    except (RuntimeError, TypeError):  # a build without the op or its schema
+        return False
+
+
+def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int,
+             slope: float | torch.Tensor | None) -> torch.Tensor:
+    """``conv2d(x, w, b, padding=pad)`` then (``slope`` not None) leaky ReLU / PReLU, in one
+    oneDNN call for float32 CPU tensors and a scalar slope, else in place on the result."""
+    if isinstance(slope, float) and x.dtype == torch.float32 and x.device.type == "cpu" \
+            and _fused_ok():
+        return torch.ops.mkldnn._convolution_pointwise(  # type: ignore[no-any-return]
+            x, w, b, [pad, pad], [1, 1], [1, 1], 1, "leaky_relu", [slope], "")
+    y = F.conv2d(x, w, b, padding=pad)
+    if isinstance(slope, float):
+        return F.leaky_relu_(y, slope)
+    if slope is not None:
+        return F.prelu(y, slope)
+    return y
+
+
+def shuffle_cl(y: torch.Tensor, r: int, keep: int | None = None) -> torch.Tensor:
+    """``pixel_shuffle(y[:, :keep], r)`` as one strided copy into a channels-last result
+    (PyTorch's own pixel shuffle of channels-last data is several times slower)."""
+    n, cr, h, w = y.shape
+    cr = keep if keep is not None else cr
+    c = cr // (r * r)
+    v = y.permute(0, 2, 3, 1)[..., :cr].reshape(n, h, w, c, r, r).permute(0, 1, 4, 2, 5, 3)
+    out = torch.empty((n, h, r, w, r, c), dtype=y.dtype, device=y.device)
+    out.copy_(v)
+    return out.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
+
+
+def merge_into_shuffle(weight: torch.Tensor, bias: torch.Tensor | None, r: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A stride-1 ``k x k`` convolution (zero padding ``k // 2``) applied after
+    ``pixel_shuffle(., r)``, as a convolution on the tensor before the shuffle whose output is
+    shuffled instead: ``conv(shuffle(y)) == shuffle(conv'(y))``.
+
+    Output phase ``(a, b)`` of output channel ``o`` is channel ``o*r*r + a*r + b`` of conv';
+    input phase ``(i, j)`` of channel ``c`` is ``c*r*r + i*r + j`` (PyTorch's shuffle order).
+    Computed in float64; returns ``(weight', bias', padding')``. The zero padding matches
+    exactly: padded positions of the shuffled grid are the padded positions of this one.
+    """
+    w = weight.detach().double()
+    o, c, k, k2 = w.shape
+    if k != k2 or k % 2 == 0:
+        raise ValueError(f"square odd kernels only, got {k}x{k2}")
+    p = k // 2
+    lo, hi = (-p) // r, (r - 1 + p) // r
+    kk = hi - lo + 1
+    out = torch.zeros(o * r * r, c * r * r, kk, kk, dtype=torch.float64)
+    for a in range(r):
+        for i in range(r):
+            for ky in range(kk):
+                dy = (ky + lo) * r + i - a
+                if not -p <= dy <= p:
+                    continue
+                for b_ in range(r):
+                    for j in range(r):
+                        for kx in range(kk):
+                            dx = (kx + lo) * r + j - b_
+                            if -p <= dx <= p:
+                                out[a * r + b_::r * r, i * r + j::r * r, ky, kx] = \
+                                    w[:, :, dy + p, dx + p]
+    bb = (bias.detach().double() if bias is not None else torch.zeros(o, dtype=torch.float64))
+    return out, bb.repeat_interleave(r * r), -lo
+
+
+def _padded_out(n: int) -> int:
+    """oneDNN runs these convolutions faster with output channels in multiples of 16 (12 ->
+    16: 1.4x, 27 -> 32: 1.2x; measured, one thread); up to 8 stays as it is."""
+    return n if n <= 8 or n % 16 == 0 else n + 16 - n % 16
+
+
+class SRResNetInference(nn.Module):
+    """SRResNet for inference, the same function computed with fewer passes:
+
+    - batch norm folded into the convolutions before it (float64);
+    - each PReLU (one slope: a leaky ReLU) fused into its convolution by oneDNN (float32;
+      in place otherwise), residual additions in place;
+    - the pixel shuffles as one strided channels-last copy each, and the last stage's
+      shuffle merged into ``conv_last`` (:func:`merge_into_shuffle`): its 9x9 convolution of
+      64 to 3 channels at the output resolution runs as a 5x5 one of 256 to 12 (padded to 16)
+      channels before the shuffle, and only the 3-channel result is shuffled.
+
+    The output equals the network's to float rounding (tests/test_cpumem.py pins it against
+    the float64 forward); measured on one thread, a 160x160 x4 forward: see docs/engines.md.
+    """
+
+    def __init__(self, net: SRResNet) -> None:
+        super().__init__()
+        from sr_cli.infer.ncnn_export import fold_bn
+
+        dt = net.conv_first.weight.dtype
+        cl = torch.channels_last
+
+        def put(name: str, w: torch.Tensor, b: torch.Tensor | None) -> None:
+            self.register_buffer(f"{name}_w", w.to(dt).contiguous(memory_format=cl))
+            self.register_buffer(f"{name}_b", None if b is None else b.to(dt).contiguous())
+
+        def slope(act: nn.PReLU, repeat: int = 1) -> float | torch.Tensor:
+            a = act.weight.detach()
+            return float(a) if a.numel() == 1 else a.to(dt).repeat_interleave(repeat)
+
+        self.slopes: dict[str, float | torch.Tensor] = {}
+        put("first", net.conv_first.weight.detach(), net.conv_first.bias)
+        self.first_pad = int(net.conv_first.padding[0])
+        self.slopes["first"] = slope(net.act_first)
+        blocks: list[Any] = list(net.body)  # _ResBlock / _UpStage (typed loosely: nn.Module
+        stages: list[Any] = list(net.upsample)  # attributes read as Tensor | Module)
+        self.nblocks = len(blocks)
+        for i, blk in enumerate(blocks):
+            put(f"b{i}c1", *fold_bn(blk.conv1, blk.bn1))
+            put(f"b{i}c2", *fold_bn(blk.conv2, blk.bn2))
+            self.slopes[f"b{i}"] = slope(blk.act)
+        put("body", *fold_bn(net.conv_body, net.bn_body))
+        self.factors = [int(st.shuffle.upscale_factor) for st in stages]
+        for k, st in enumerate(stages):
+            put(f"up{k}", st.conv.weight.detach(), st.conv.bias)
+            # the activation after the shuffle, applied before it: slope per pre-shuffle channel
+            self.slopes[f"up{k}"] = slope(st.act, self.factors[k] ** 2)
+        r = self.factors[-1]
+        w, b, self.last_pad = merge_into_shuffle(net.conv_last.weight, net.conv_last.bias, r)
+        self.last_keep = int(w.shape[0])
+        extra = _padded_out(self.last_keep) - self.last_keep
+        if extra:
+            w = torch.cat([w, w.new_zeros(extra, *w.shape[1:])])
+            b = torch.cat([b, b.new_zeros(extra)])
+        put("last", w, b)
+
+    def _w(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return getattr(self, f"{name}_w"), getattr(self, f"{name}_b")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.slopes
+        first = conv_act(x, *self._w("first"), self.first_pad, s["first"])
+        h = first
+        for i in range(self.nblocks):
+            y = conv_act(h, *self._w(f"b{i}c1"), 1, s[f"b{i}"])
+            y = conv_act(y, *self._w(f"b{i}c2"), 1, None)
+            h = y.add_(h)
+        h = conv_act(h, *self._w("body"), 1, None).add_(first)
+        for k, r in enumerate(self.factors):
+            y = conv_act(h, *self._w(f"up{k}"), 1, s[f"up{k}"])
+            if k < len(self.factors) - 1:
+                h = shuffle_cl(y, r)
+            else:
+                z = conv_act(y, *self._w("last"), self.last_pad, None)
+                return shuffle_cl(z, r, self.last_keep)
+        raise AssertionError("SRResNet has at least one upsampling stage")
+
+
 def prepare_inference(model: nn.Module) -> nn.Module:
-    """Architecture-specific inference forms with the same output: SRVGGNetCompact ->
-    :class:`SRVGGInference`; any other network is returned as it is."""
+    """Architecture-specific inference forms with the same output up to float rounding:
+    SRVGGNetCompact -> :class:`SRVGGInference` (bit-identical), SRResNet in eval mode ->
+    :class:`SRResNetInference`; any other network is returned as it is."""
+    from sr_cli.archs.srresnet import SRResNet
     from sr_cli.archs.srvgg import SRVGGNetCompact
 
     if type(model) is SRVGGNetCompact:
         return SRVGGInference(model)
+    if type(model) is SRResNet and not model.training:
+        return SRResNetInference(model)
     return model
 
 
