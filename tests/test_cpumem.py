@@ -230,6 +230,35 @@ def test_srresnet_inference_form_matches_float64_forward(hp: dict, prec: str) ->
     assert float(err.mean()) <= mean_err
 
 
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+@pytest.mark.parametrize("scale", [4, 2, 1])
+def test_rrdbnet_fused_dense_blocks_match_float64_forward(scale: int, prec: str) -> None:
+    """prepare_inference swaps every Residual Dense Block of an eval-mode RRDBNet for
+    RDBInference (LeakyReLU fused, 0.2 folded into conv5) in place: the network keeps its type
+    (and its staged form), and computes the float64 forward's function within the default
+    path's tolerances; a network in training mode is left alone."""
+    from sr_cli.archs.rrdbnet import RRDBNet
+    from sr_cli.infer.device import DTYPES
+    from sr_cli.infer.fastconv import RDBInference, prepare_inference
+
+    model = _model("rrdbnet", {"num_feat": 16, "num_block": 2, "num_grow_ch": 8,
+                               "scale": scale})
+    net = copy.deepcopy(model.net).to(DTYPES[prec], memory_format=torch.channels_last)
+    fast = prepare_inference(net)
+    assert type(fast) is RRDBNet
+    assert all(isinstance(m, RDBInference) for b in fast.body for m in b.children())
+    train = copy.deepcopy(model.net).train()
+    assert not any(isinstance(m, RDBInference) for m in prepare_inference(train).modules())
+    assert fast.staged().stages  # the staged form still builds
+    x = torch.rand(2, 3, 12, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = copy.deepcopy(model.net).double()(x.double())
+        got = fast(x.to(DTYPES[prec]).contiguous(memory_format=torch.channels_last))
+    err = (got.double() - ref).abs()
+    max_err, mean_err = TOL[prec]
+    assert float(err.max()) <= max_err and float(err.mean()) <= mean_err
+
+
 @pytest.mark.parametrize(("k", "r"), [(9, 2), (9, 3), (3, 2), (5, 4), (1, 2)])
 def test_convolution_merged_into_the_shuffle(k: int, r: int) -> None:
     """conv(pixel_shuffle(y)) == pixel_shuffle(conv'(y)) with merge_into_shuffle's weights,

@@ -108,6 +108,7 @@ class RRDBNet(nn.Module):
                                  f"scale 2**stages (stages 0..3), got scale {scale}")
             self.unshuffle, self.stages = 1, upsample_stages
         self.scale = scale
+        self.num_grow_ch = num_grow_ch
         self.conv_first = nn.Conv2d(num_in_ch * self.unshuffle**2, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
@@ -150,8 +151,7 @@ class RRDBNet(nn.Module):
                 stages += [Stage(block.rdb1, 5, save=True), Stage(block.rdb2, 5),
                            Stage(block.rdb3, 5, residual=0.2)]
         feat = int(self.conv_first.out_channels)
-        first = self.body[0] if len(self.body) else None
-        grow = int(first.rdb1.conv1.out_channels) if isinstance(first, RRDB) else 0
+        grow = self.num_grow_ch if len(self.body) else 0
         # input tile + x1..x4 + the widest concat + conv5 output + its scaled copy (+ an
         # RRDB's two held block outputs)
         work = 4 * feat + 8 * grow + (2 * feat if per == "rrdb" else 0)

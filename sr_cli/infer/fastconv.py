@@ -413,10 +413,44 @@ class SRResNetInference(nn.Module):
         raise AssertionError("SRResNet has at least one upsampling stage")
 
 
+class RDBInference(nn.Module):
+    """RRDBNet's Residual Dense Block for inference: ``x + 0.2 * conv5([x, x1..x4])`` with
+    each LeakyReLU fused into its convolution (:func:`conv_act`), the 0.2 folded into
+    conv5's weights (float64) and the residual added in place. Same function to float
+    rounding; one module for one, so the whole forward and the staged trunk both run it."""
+
+    def __init__(self, rdb: nn.Module) -> None:
+        super().__init__()
+        convs: list[Any] = [getattr(rdb, f"conv{k}") for k in range(1, 6)]
+        dt = convs[0].weight.dtype
+        self.slope = float(rdb.lrelu.negative_slope)  # type: ignore[union-attr, arg-type]
+        for k, conv in enumerate(convs, 1):
+            w = conv.weight.detach().double()
+            b = conv.bias.detach().double() if conv.bias is not None else None
+            if k == 5:
+                w, b = w * 0.2, (b * 0.2 if b is not None else None)
+            self.register_buffer(f"w{k}", w.to(dt).contiguous(memory_format=torch.channels_last))
+            self.register_buffer(f"b{k}", None if b is None else b.to(dt))
+
+    w5: torch.Tensor
+    b5: torch.Tensor | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for k in range(1, 5):
+            inp = torch.cat(feats, 1) if k > 1 else x
+            feats.append(conv_act(inp, getattr(self, f"w{k}"), getattr(self, f"b{k}"), 1,
+                                  self.slope))
+        return conv_act(torch.cat(feats, 1), self.w5, self.b5, 1, None).add_(x)
+
+
 def prepare_inference(model: nn.Module) -> nn.Module:
     """Architecture-specific inference forms with the same output up to float rounding:
     SRVGGNetCompact -> :class:`SRVGGInference` (bit-identical), SRResNet in eval mode ->
-    :class:`SRResNetInference`; any other network is returned as it is."""
+    :class:`SRResNetInference`, RRDBNet in eval mode: its dense blocks -> :class:`RDBInference`
+    (in place: the network keeps its type and staged form); any other network is returned as
+    it is."""
+    from sr_cli.archs.rrdbnet import RRDB, RRDBNet
     from sr_cli.archs.srresnet import SRResNet
     from sr_cli.archs.srvgg import SRVGGNetCompact
 
@@ -424,6 +458,11 @@ def prepare_inference(model: nn.Module) -> nn.Module:
         return SRVGGInference(model)
     if type(model) is SRResNet and not model.training:
         return SRResNetInference(model)
+    if type(model) is RRDBNet and not model.training:
+        for block in model.body:
+            if isinstance(block, RRDB):
+                for name in ("rdb1", "rdb2", "rdb3"):
+                    setattr(block, name, RDBInference(getattr(block, name)))
     return model
 
 
