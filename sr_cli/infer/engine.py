@@ -843,7 +843,7 @@ class Upscaler:
             t = t.to(torch.int32)  # uint16 arithmetic is not supported by every kernel
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-        return (t.permute(0, 3, 1, 2).float() / maxv)
+        return t.permute(0, 3, 1, 2).float().div_(maxv)
 
     def _tile_stream(self, arr: np.ndarray, color_f: torch.Tensor | None, cc: int,
                      alpha_net: bool, progress: Callable[[int, int], None] | None
@@ -930,7 +930,9 @@ class Upscaler:
             if alpha_net:
                 ya = forward(prec, boxes, 1)
                 y = torch.cat([y, ya.clamp_(0, 1).mean(dim=1, keepdim=True)], dim=1)
-            ok = torch.isfinite(y).flatten(1).all(dim=1).view(len(chunk), n).all(dim=1)
+            # clamped, so only NaN is left to find: a max per sample propagates it, without
+            # a full-size mask or a copy of the channels-last output
+            ok = torch.isnan(y.amax(dim=(1, 2, 3))).view(len(chunk), n).any(dim=1).logical_not_()
             return y, ok
 
         def cores(chunk: list[Tile], y: torch.Tensor) -> Iterator[tuple[str, Any]]:
@@ -1017,7 +1019,7 @@ class Upscaler:
                     rows = (self._band_rows(t)) * s
                     buf = torch.empty((core.shape[0], rows, ow + self._pad_w(ow), core.shape[1]),
                                       dtype=_int_dtype(maxv), device=self.device)
-                q = _quantize(core, maxv)
+                q = _quantize(core, maxv, inplace=True)  # core: a view of a spent output
                 buf[:, : q.shape[2], t.x0 * s : t.x1 * s] = q.permute(0, 2, 3, 1)
                 del q, core, val
             else:
@@ -1110,9 +1112,10 @@ def _int_dtype(maxv: float) -> torch.dtype:
     return torch.uint8 if maxv <= 255 else torch.int32
 
 
-def _quantize(x: torch.Tensor, maxv: float) -> torch.Tensor:
-    """float in [0, 1] -> integers ``round(clamp(x) * maxv)`` (NaN -> 0), as from_tensor."""
-    y = torch.nan_to_num(x, nan=0.0)  # the only float copy; the rest is in place
+def _quantize(x: torch.Tensor, maxv: float, *, inplace: bool = False) -> torch.Tensor:
+    """float in [0, 1] -> integers ``round(clamp(x) * maxv)`` (NaN -> 0), as from_tensor;
+    ``inplace``: ``x`` is overwritten instead of copied once."""
+    y = torch.nan_to_num_(x, nan=0.0) if inplace else torch.nan_to_num(x, nan=0.0)
     return y.clamp_(0, 1).mul_(maxv).round_().to(_int_dtype(maxv))
 
 
