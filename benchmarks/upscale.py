@@ -27,7 +27,8 @@ median [min-max] seconds; ratios of medians, of minimums in brackets):
                     one-pass tail, SRResNet's folded/fused form), on the same channels-last
                     tensor, then clamp and round: sr's path overhead is sr torch over this row
   sr ncnn fp32      sr's Upscaler.stream, ``--engine ncnn`` (the network exported to ncnn)
-  sr ncnn tiled     the same at a tile of half the input side (``--tiled``)
+  sr ncnn tiled     the same at a tile of half the input side (``--tiled``; also the row
+                    ``sr torch tiled``: sr's default path at that tile)
   ncnn official     ncnn's own runtime on the official .param/.bin (x4plus: ``--ncnn-dir``,
                     default /work/runs/teacher or $SR_NCNN_MODELS; third-party files, never in
                     the repository), else on sr's exported graph (``ncnn exported``): ncnn
@@ -198,6 +199,8 @@ def bench(key: str, size: tuple[int, int], threads: int, rounds: int, ncnn_dir: 
         return y[0].permute(1, 2, 0).numpy()
 
     fns["sr net fp32"] = sr_net
+    if tiled:
+        fns[f"sr torch tiled {max(h, w) // 2}"] = sr("torch", tile=max(h, w) // 2)
     has_ncnn = ncnn_module() is not None
     if has_ncnn:
         fns["sr ncnn fp32"] = sr("ncnn")
@@ -356,7 +359,7 @@ def main() -> None:
                     help="scale the input sizes (e.g. 0.5 on a busy machine)")
     ap.add_argument("--nets", default=",".join(NETS), help="srvgg,rrdbnet,srresnet")
     ap.add_argument("--ncnn-dir", default=NCNN_DIR, help="official ncnn .param/.bin files")
-    ap.add_argument("--tiled", action="store_true", help="add the tiled sr ncnn row")
+    ap.add_argument("--tiled", action="store_true", help="add the tiled sr torch and sr ncnn rows")
     ap.add_argument("--tiling", action="store_true", help="only the auto-tile figures")
     ap.add_argument("--rows", default="",
                     help="comma-separated row names (substrings) to run besides the baseline "

@@ -304,6 +304,21 @@ def test_fused_convolution_equals_conv_then_activation() -> None:
                        F.leaky_relu(F.conv2d(xb, wb, None, padding=1), 0.2))
 
 
+def test_inplace_prelu_in_chunks_is_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prelu_inplace (SRVGGNetCompact's activations, a few rows at a time) writes exactly
+    F.prelu's values back, for chunks that split the rows unevenly and for batches."""
+    from sr_cli.infer import fastconv
+
+    monkeypatch.setattr(fastconv, "_CHUNK", 200)  # 1-2 rows per chunk below
+    g = torch.Generator().manual_seed(4)
+    for shape in ((1, 8, 13, 11), (3, 5, 7, 9)):
+        y = torch.randn(*shape, generator=g).contiguous(memory_format=torch.channels_last)
+        w = torch.rand(shape[1], generator=g)
+        want = torch.nn.functional.prelu(y, w)
+        got = fastconv.prelu_inplace(y, w)
+        assert got is y and torch.equal(got, want)
+
+
 def test_threads_share_one_upscaler() -> None:
     """Worker threads calling one Upscaler (one prepared network) get the single-thread
     result."""
