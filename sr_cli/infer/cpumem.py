@@ -15,16 +15,33 @@ every module of a network enter that scope. Outside network calls glibc's ``mmap
 so the band- and tile-sized buffers of the streamed output (``sr upscale`` serves blocks of
 1 MB or more by ``mmap``, :func:`sr_cli.infer.device.limit_heap_fragmentation`) still go back
 to the kernel when freed: with ``mmap`` off process-wide they fragmented the heap and the
-streamed output's peak grew with the image height. The cost: the process keeps its peak
-activation heap (it does not shrink after a large image).
+streamed output's peak grew with the image height. The cost: the process keeps up to 64 MiB
+of freed heap, and the heap's holes, after a pass.
 
-``keep`` is opt-in (``SR_CPU_MALLOC=keep``); the default, ``system``, leaves glibc's defaults
-alone (other C libraries are never touched). Measured on ``sr upscale`` of a 1600x1600 PNG
-x4 with SRVGGNetCompact, one thread, on a loaded 2-core machine: ``keep`` took 70-72 s
-against 106 s, but its peak RSS was 499-634 MB (three runs) against 431 MB, and 711-718 MB
-in ``benchmarks/memory.py`` where the target is 700 MB: while a network runs, ``mmap`` is off
-for the whole process, so the encoder thread's buffers land in the heap between activations
-and fragment it, by an amount that depends on thread timing. Bounded memory wins the default.
+``keep`` is the default (``SR_CPU_MALLOC=system`` leaves glibc's defaults alone; other C
+libraries are never touched). It keeps at most 64 MiB of free heap top (``M_TRIM_THRESHOLD``):
+with 2 GiB (the first version) the streamed output's peak grew with the image, because while a
+network runs ``mmap`` is off for the whole process and the encoder thread's buffers land in
+the heap between activations. Measured on ``sr upscale`` with SRVGGNetCompact x4 (the official
+realesr-animevideov3 weights), one thread, a quiet 2-core machine (``/usr/bin/time``; the
+PNG output is byte-identical in every mode):
+
+============================  =======================  =======================
+input -> x4 PNG               ``system``               ``keep`` (64 MiB)
+============================  =======================  =======================
+800x800                       33.4-36.2 s, 400 MB,     22.7 s, 436 MB,
+                              1.26 M page faults       0.15 M page faults
+1600x1600                     114.3 s, 436 MB,         74.9-80.2 s, 647 MB,
+                              4.86 M page faults       1.45 M page faults
+============================  =======================  =======================
+
+``benchmarks/memory.py`` with ``keep``: 1600x1600 PNG 678 MB, TIFF 622 MB (``system``: 471,
+471; issue 13's bound is 700). Other thresholds, 1600x1600 PNG: 128 MiB 70.7 s and 684 MB;
+2 GiB (the first, opt-in version) 499-634 MB in ``sr upscale`` runs and 711-718 MB in
+``benchmarks/memory.py``. PyTorch's transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``) with
+64 MiB cut the faults further (0.1 M, 71.7 s) but raised the peak to 757 MB: not used. In ``system`` mode the faults also cost wall time beyond their CPU time
+(33-36 s wall for 25 s of CPU at 800x800): the threads wait on each other's page-table
+changes.
 """
 
 from __future__ import annotations
@@ -44,7 +61,7 @@ ENV_VAR = "SR_CPU_MALLOC"
 MODES = ("keep", "system")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_TRIM = 2**31 - 1  # mallopt takes an int: keep up to 2 GiB of free heap top
+_TRIM = 64 * 1024 * 1024  # free heap top kept (see the module notes: the peak-memory bound)
 _DEFAULT_MMAP_MAX = 65536  # glibc's DEFAULT_MMAP_MAX
 
 _lock = threading.Lock()
@@ -54,10 +71,10 @@ _depth = 0  # network calls in progress (nested modules and threads)
 
 
 def resolve_mode() -> str:
-    """``$SR_CPU_MALLOC`` or ``system`` (the default: see the module notes), checked.
+    """``$SR_CPU_MALLOC`` or ``keep`` (the default: see the module notes), checked.
 
     Raises UsageError when unknown."""
-    s = (os.environ.get(ENV_VAR) or "system").strip().lower()
+    s = (os.environ.get(ENV_VAR) or "keep").strip().lower()
     if s not in MODES:
         raise UsageError(f"unknown {ENV_VAR}={s!r} ({', '.join(MODES)})")
     return s
