@@ -7,7 +7,7 @@
     python benchmarks/upscale.py --ab 2 --threads 1,2          # sr's CPU memory setting on/off
 
 ``--ab N`` runs the whole benchmark in 2N child processes, alternating ``SR_CPU_MALLOC=system``
-(glibc's defaults: the previous default path) and ``keep`` (opt-in since issue 18, see
+(glibc's defaults, the default) and ``keep`` (opt-in, see
 sr_cli/infer/cpumem.py): a process-wide allocator setting cannot be switched fairly inside one
 process, so the A/B is per process, and every row of a child (the bare forward and ncnn too)
 runs under its setting. It prints one compact table of both settings, their ratio, and sr
@@ -322,7 +322,7 @@ def ab(args: argparse.Namespace, child_argv: list[str]) -> None:
             cpu.setdefault(k, []).extend(r["cpu"])
             flt.setdefault(k, []).extend(r["faults"])
     os.unlink(record)
-    print(f"\nA/B SR_CPU_MALLOC system (glibc defaults, the old path) vs keep (opt-in); "
+    print(f"\nA/B SR_CPU_MALLOC system (glibc defaults) vs keep (opt-in); "
           f"{args.ab} process(es) each, alternating; load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after, on {os.cpu_count()} CPUs")
     print("seconds: median [min]; ratios: of medians (of minimums); cpu: median CPU seconds; "

@@ -60,7 +60,7 @@ def _up(model: LoadedModel, prec: str = "fp32", tile: int = 0) -> Upscaler:
 
 def test_mode_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SR_CPU_MALLOC", raising=False)
-    assert cpumem.resolve_mode() == "keep"  # the default
+    assert cpumem.resolve_mode() == "system"  # the default
     monkeypatch.setenv("SR_CPU_MALLOC", "System")
     assert cpumem.resolve_mode() == "system"
     monkeypatch.setattr(cpumem, "_applied", None)
@@ -134,13 +134,13 @@ def _faults(mode: str) -> list[int]:
 def test_no_fresh_pages_after_warm_up() -> None:
     """Fresh processes running sr's CPU path on a network whose pass frees about 45 MB (17 MB
     tensors, within the 64 MiB that keep holds): with SR_CPU_MALLOC=system every pass takes
-    new pages (measured 8,000-12,300 per pass); with keep (the default) the heap grows for a
+    new pages (measured 8,000-12,300 per pass, once 255); with keep the heap grows for a
     few passes (measured 12,700, 4,200, 4,200) and then takes none."""
     keep, system = _faults("keep"), _faults("system")
     assert len(keep) == len(system) == 6
     assert min(keep[2:]) < 200, keep
     assert sum(keep[1:]) < sum(system[1:]) / 3, (keep, system)
-    assert min(system[1:]) > 4_000, system
+    assert sum(system[1:]) > 15_000, system  # glibc adapts: a pass may take few
 
 
 @pytest.mark.parametrize("prec", ["fp32", "bf16"])

@@ -18,13 +18,13 @@ to the kernel when freed: with ``mmap`` off process-wide they fragmented the hea
 streamed output's peak grew with the image height. The cost: the process keeps up to 64 MiB
 of freed heap, and the heap's holes, after a pass.
 
-``keep`` is the default (``SR_CPU_MALLOC=system`` leaves glibc's defaults alone; other C
-libraries are never touched). It keeps at most 64 MiB of free heap top (``M_TRIM_THRESHOLD``):
-with 2 GiB (the first version) the streamed output's peak grew with the image, because while a
-network runs ``mmap`` is off for the whole process and the encoder thread's buffers land in
-the heap between activations. Measured on ``sr upscale`` with SRVGGNetCompact x4 (the official
-realesr-animevideov3 weights), one thread, a quiet 2-core machine (``/usr/bin/time``; the
-PNG output is byte-identical in every mode):
+``keep`` is opt-in (``SR_CPU_MALLOC=keep``; the default, ``system``, leaves glibc's defaults
+alone; other C libraries are never touched). It keeps at most 64 MiB of free heap top
+(``M_TRIM_THRESHOLD``): with 2 GiB (the first version) the streamed output's peak grew with
+the image, because while a network runs ``mmap`` is off for the whole process and the encoder
+thread's buffers land in the heap between activations. Measured on ``sr upscale`` with
+SRVGGNetCompact x4 (the official realesr-animevideov3 weights), one thread, a quiet 2-core
+machine (``/usr/bin/time``; the PNG output is byte-identical in every mode):
 
 ============================  =======================  =======================
 input -> x4 PNG               ``system``               ``keep`` (64 MiB)
@@ -39,9 +39,17 @@ input -> x4 PNG               ``system``               ``keep`` (64 MiB)
 471; issue 13's bound is 700). Other thresholds, 1600x1600 PNG: 128 MiB 70.7 s and 684 MB;
 2 GiB (the first, opt-in version) 499-634 MB in ``sr upscale`` runs and 711-718 MB in
 ``benchmarks/memory.py``. PyTorch's transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``) with
-64 MiB cut the faults further (0.1 M, 71.7 s) but raised the peak to 757 MB: not used. In ``system`` mode the faults also cost wall time beyond their CPU time
-(33-36 s wall for 25 s of CPU at 800x800): the threads wait on each other's page-table
-changes.
+64 MiB cut the faults further (0.1 M, 71.7 s) but raised the peak to 757 MB: not used. In
+``system`` mode the faults also cost wall time beyond their CPU time (33-36 s wall for 25 s of
+CPU at 800x800): the threads wait on each other's page-table changes.
+
+Why it is still not the default: setting the trim threshold also fixes glibc's ``mmap``
+threshold at 128 KiB (glibc stops adapting it), so every allocation *outside* a forward scope
+takes fresh pages. RRDBNet's staged trunk calls its blocks on inputs below
+:data:`MIN_ELEMENTS` (a 125x120 image: 0.96 M elements), and with ``keep`` one RRDBNet-23
+call through ``Upscaler.stream`` took 795,000 page faults and 11.7 s against 53,000 and 9.4 s
+for the network alone (``benchmarks/upscale.py``, quiet machine, one thread). A default needs
+the staged runner inside the scope and the peak re-measured for large images: not done.
 """
 
 from __future__ import annotations
@@ -71,10 +79,10 @@ _depth = 0  # network calls in progress (nested modules and threads)
 
 
 def resolve_mode() -> str:
-    """``$SR_CPU_MALLOC`` or ``keep`` (the default: see the module notes), checked.
+    """``$SR_CPU_MALLOC`` or ``system`` (the default: see the module notes), checked.
 
     Raises UsageError when unknown."""
-    s = (os.environ.get(ENV_VAR) or "keep").strip().lower()
+    s = (os.environ.get(ENV_VAR) or "system").strip().lower()
     if s not in MODES:
         raise UsageError(f"unknown {ENV_VAR}={s!r} ({', '.join(MODES)})")
     return s

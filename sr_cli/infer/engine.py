@@ -329,8 +329,7 @@ class Upscaler:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network forward of a float32 batch; half-precision non-finite output -> fp32 redo."""
         prec = self.precision
-        cpu = self.device.type == "cpu"
-        with torch.no_grad(), forward_scope(x.numel() if cpu else 0):
+        with torch.no_grad(), forward_scope(self._scope_elements(x)):
             xd = x.to(self.device, DTYPES[prec]).contiguous(memory_format=self._memory_format())
             y = self._net(prec)(xd)
             if prec != "fp32" and not bool(torch.isfinite(y).all()):
@@ -1000,8 +999,15 @@ class Upscaler:
                 return
         raise ModelError(f"model {self.model.name!r} produced NaN or infinite values{hint}")
 
+    def _scope_elements(self, x: torch.Tensor) -> int:
+        """The size that decides whether a CPU network call runs in cpumem's forward scope:
+        its output (the input times the scale squared), not its input: a 320x320 input to an
+        x4 network is below the scope's threshold but its activations and output are far
+        above it (0 on other devices: never in scope)."""
+        return x.numel() * max(1, self.scale) ** 2 if self.device.type == "cpu" else 0
+
     def _forward_prec(self, x: torch.Tensor, prec: str) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), forward_scope(self._scope_elements(x)):
             xd = x.to(DTYPES[prec]).contiguous(memory_format=self._memory_format())
             return self._net(prec)(xd).float()
 
