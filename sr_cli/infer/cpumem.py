@@ -48,8 +48,11 @@ threshold at 128 KiB (glibc stops adapting it), so every allocation *outside* a 
 takes fresh pages. RRDBNet's staged trunk calls its blocks on inputs below
 :data:`MIN_ELEMENTS` (a 125x120 image: 0.96 M elements), and with ``keep`` one RRDBNet-23
 call through ``Upscaler.stream`` took 795,000 page faults and 11.7 s against 53,000 and 9.4 s
-for the network alone (``benchmarks/upscale.py``, quiet machine, one thread). A default needs
-the staged runner inside the scope and the peak re-measured for large images: not done.
+for the network alone (``benchmarks/upscale.py``, quiet machine, one thread). The staged
+runner now runs each strip's trunk and each tail call inside the scope (by output size):
+with ``keep`` that call took 30,000 faults and 9.7 s (9.4 s for the network alone). A default
+still needs the peak measured again for large staged images (whole-strip maps come from the
+heap under ``keep``): not done.
 """
 
 from __future__ import annotations

@@ -447,7 +447,7 @@ class Upscaler:
         a = torch.cat([x[:, :, b[0] - p0 : b[1] - p0, b[2] : b[3]] for b in boxes])
         a = a.to(dt).contiguous(memory_format=fmt)
         t = torch.cat([tr[c] for c in cut]).to(dt).contiguous(memory_format=fmt)
-        with torch.no_grad():
+        with torch.no_grad(), forward_scope(self._scope_elements(a)):
             return self._staged(prec).tail(a, t).float()
 
     def _run_staged(self, x: torch.Tensor, layout: StagedLayout,
@@ -495,11 +495,14 @@ class Upscaler:
         def redo() -> None:
             self._warn_fp32_redo(prec)
 
+        # the trunk's blocks run on inputs below cpumem's size threshold: the whole strip
+        # runs in one scope (a no-op unless SR_CPU_MALLOC=keep)
         try:
-            return run_head_and_trunk(
-                self._staged(prec), lambda: self._staged("fp32"), x, dtype=DTYPES[prec],
-                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick,
-                on_redo=redo)
+            with forward_scope(self._scope_elements(x)):
+                return run_head_and_trunk(
+                    self._staged(prec), lambda: self._staged("fp32"), x, dtype=DTYPES[prec],
+                    rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick,
+                    on_redo=redo)
         except HalfOverflow:
             if self.on_warning and not self._warned_overflow:
                 self.on_warning(f"{prec} overflowed in the network's feature maps; "
