@@ -218,6 +218,16 @@ def prepare_for_cpu(model: nn.Module, dtype: torch.dtype, mode: str | None = Non
     return model
 
 
+def _shuffled_view(y: torch.Tensor, r: int, keep: int | None = None) -> torch.Tensor:
+    """``pixel_shuffle(y[:, :keep], r)`` as a ``(n, h, r, w, r, c)`` view in NHWC order:
+    channel ``c*r*r + i*r + j`` is the output pixel ``(h*r + i, w*r + j)`` of plane ``c``. A
+    view (no copy) when ``y`` is channels-last."""
+    n, cr, h, w = y.shape
+    cr = keep if keep is not None else cr
+    c = cr // (r * r)
+    return y.permute(0, 2, 3, 1)[..., :cr].reshape(n, h, w, c, r, r).permute(0, 1, 4, 2, 5, 3)
+
+
 _CHUNK = 1 << 18  # elements per in-place activation chunk (1 MiB in float32)
 
 
@@ -261,9 +271,7 @@ class SRVGGInference(nn.Module):
             else:
                 out = layer(out)
         n, c, h, w = x.shape
-        # (n, h, w, c*r*r) -> (n, h, w, c, r, r): channel c*r*r + i*r + j is the output pixel
-        # (h*r + i, w*r + j) of plane c; a view when ``out`` is channels-last
-        body = out.permute(0, 2, 3, 1).reshape(n, h, w, c, r, r).permute(0, 1, 4, 2, 5, 3)
+        body = _shuffled_view(out, r)
         base = x.permute(0, 2, 3, 1).reshape(n, h, 1, w, 1, c)
         y = torch.empty((n, h, r, w, r, c), dtype=out.dtype, device=out.device)
         torch.add(body, base, out=y)
@@ -304,11 +312,9 @@ def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int,
 def shuffle_cl(y: torch.Tensor, r: int, keep: int | None = None) -> torch.Tensor:
     """``pixel_shuffle(y[:, :keep], r)`` as one strided copy into a channels-last result
     (PyTorch's own pixel shuffle of channels-last data is several times slower)."""
-    n, cr, h, w = y.shape
-    cr = keep if keep is not None else cr
-    c = cr // (r * r)
-    v = y.permute(0, 2, 3, 1)[..., :cr].reshape(n, h, w, c, r, r).permute(0, 1, 4, 2, 5, 3)
-    out = torch.empty((n, h, r, w, r, c), dtype=y.dtype, device=y.device)
+    v = _shuffled_view(y, r, keep)
+    n, h, _, w, _, c = v.shape
+    out = torch.empty(v.shape, dtype=y.dtype, device=y.device)
     out.copy_(v)
     return out.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
 
