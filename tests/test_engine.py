@@ -22,7 +22,7 @@ from sr_cli.cli import app
 from sr_cli.errors import UsageError
 from sr_cli.infer.context import measure_context
 from sr_cli.infer.engine import InferenceOptions, Upscaler, min_tile_for_overhead
-from sr_cli.infer.pipeline import JobsSpec, parse_jobs, run_pipeline
+from sr_cli.infer.pipeline import JobsSpec, parse_jobs, prefetched, run_pipeline
 from sr_cli.io import images, png16
 from sr_cli.io.images import from_tensor, to_tensor
 
@@ -294,6 +294,58 @@ def test_parse_jobs():
     for bad in ("a", "1:2", "0:1:1", "1:1:1:1"):
         with pytest.raises(UsageError):
             parse_jobs(bad)
+
+
+def test_prefetched_overlaps_keeps_order_and_bounds_the_lead():
+    """prefetched: items in order, made on another thread while the consumer works on the
+    previous one, and never more than depth + 1 beyond the one the consumer holds (one in
+    the queue, one made and waiting to be queued)."""
+    made: list[int] = []
+    threads: set[str] = set()
+
+    def producer():
+        for i in range(6):
+            threads.add(threading.current_thread().name)
+            made.append(i)
+            yield i
+
+    got, leads = [], []
+    for v in prefetched(producer(), 1):
+        time.sleep(0.02)  # the consumer's work (an encoder)
+        leads.append(len(made) - len(got))
+        got.append(v)
+    assert got == list(range(6))
+    assert threads == {"sr-prefetch"}
+    assert max(leads) == 3  # the held one + depth + 1: it worked ahead, and no further
+
+
+def test_prefetched_raises_the_producers_error_and_stops_it_when_the_consumer_stops():
+    def failing():
+        yield 1
+        raise ValueError("net failed")
+
+    it = prefetched(failing())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="net failed"):
+        next(it)
+
+    closed = threading.Event()
+    count = [0]
+
+    def endless():
+        try:
+            while True:
+                count[0] += 1
+                yield count[0]
+        finally:
+            closed.set()  # the generator is closed on the producer thread, before the join
+
+    gen = prefetched(endless(), 1)
+    assert next(gen) == 1
+    gen.close()  # the consumer stops early (an error or an interrupt in the writer)
+    assert closed.is_set()
+    assert count[0] <= 3
+    assert not any(t.name == "sr-prefetch" for t in threading.enumerate())
 
 
 def test_pipeline_overlaps_stages_and_isolates_errors():

@@ -286,6 +286,53 @@ def test_sigterm_mid_write_exits_130_without_temp_files(img: Path, tmp_path: Pat
     assert list(out.iterdir()) == []  # neither the output nor its .part
 
 
+_SLOW_TILES = """
+import sys, time
+from sr_cli.infer import engine
+real = engine.Upscaler._forward_prec
+calls = sys.argv[1]
+def slow(self, x, prec):
+    with open(calls, "a") as f:
+        f.write("t\\n")
+    time.sleep(0.3)
+    return real(self, x, prec)
+engine.Upscaler._forward_prec = slow
+sys.argv = ["sr", *sys.argv[2:]]
+from sr_cli.cli import main
+main()
+"""
+
+
+def test_sigterm_mid_image_stops_at_the_next_tile(tmp_path: Path, make_image) -> None:
+    """A lone image's bands are computed on a prefetch thread beside the encoder; an interrupt
+    stops that computation at its next tile, not at the end of the band (here one band of
+    6 tiles, 0.3 s each), and leaves no output."""
+    from sr_cli.zoo import save_model
+
+    net, desc = build("srvgg", num_feat=4, num_conv=1, upscale=2)
+    w = tmp_path / "w.safetensors"
+    save_model(w, net, desc)
+    src = _png(tmp_path / "wide.png", make_image(32, 640, 3))
+    calls = tmp_path / "calls"
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_TILES, str(calls), "upscale", "-m",
+                             str(w), "--tile", "32", str(src), str(out / "o.png")],
+                            stderr=subprocess.PIPE, env=_env())
+    deadline = time.time() + 90
+    while not calls.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert calls.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGTERM)
+    at_signal = len(calls.read_text().splitlines())
+    rc = proc.wait(timeout=60)
+    err = proc.stderr.read().decode()
+    assert rc == 130, err
+    assert "sr: interrupted" in err and "Traceback" not in err
+    assert len(calls.read_text().splitlines()) <= at_signal + 2  # of 6 in the band (6 without)
+    assert list(out.iterdir()) == []
+
+
 def test_stale_temp_files_are_swept(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

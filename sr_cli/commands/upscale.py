@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -307,7 +308,7 @@ def _run_jobs(
     """Run the jobs through the load/process/save pipeline (``spec`` threads). ``single``:
     raise a lone job's error instead of recording it (default: when there is one job; a part
     of a split batch records it for the gathered summary)."""
-    from sr_cli.infer.pipeline import run_pipeline
+    from sr_cli.infer.pipeline import Cancelled, prefetched, run_pipeline
     from sr_cli.io import images
     from sr_cli.zoo import scale_json
 
@@ -328,6 +329,14 @@ def _run_jobs(
         if img is None:
             return None, ()
         return None, upscaler.stream(img.pixels, scale, progress=progress)
+
+    def overlapped(stream: Any, stop: threading.Event) -> Any:
+        """A lone image's bands computed one ahead of the encoder (the pipeline's overlap);
+        ``stop`` (set when the writer stops) cancels the computation at its next tile."""
+        if not isinstance(stream, images.PixelStream):
+            return stream
+        return images.PixelStream(stream.height, stream.width, stream.channels, stream.dtype,
+                                  prefetched(stream.bands, 1, stop))
 
     def save(job: Job, img: Any, _header: Any, bands: Any) -> dict[str, Any]:
         rec: dict[str, Any] = {"input": job.label,
@@ -364,8 +373,15 @@ def _run_jobs(
         try:
             img = load(job)
             with console.progress_bar(f"tiles {Path(job.label).name}", None) as tiles:
-                _h, stream = process(job, img, tiles)
-                records[0] = save(job, img, None, stream)
+                stop = threading.Event()
+
+                def tick(done: int, total: int) -> None:  # on the prefetch thread
+                    if stop.is_set():
+                        raise Cancelled
+                    tiles(done, total)
+
+                _h, stream = process(job, img, tick)
+                records[0] = save(job, img, None, overlapped(stream, stop))
         except (SRError, OSError) as exc:
             if lone:
                 raise

@@ -289,7 +289,7 @@ class Upscaler:
                 net = net.to(memory_format=self._memory_format())  # type: ignore[call-overload]
                 if self.device.type == "cpu":  # $SR_CPU_CONV: alternative 3x3 convolutions
                     net = prepare_for_cpu(net, DTYPES[precision])
-                    net = prepare_inference(net)  # SRVGG's tail in one pass, bit-identical
+                    net = prepare_inference(net)  # same functions, fewer passes over memory
                     if not self.options.compile:  # (hooks would break compiled graphs)
                         keep_freed_memory_in(net)  # $SR_CPU_MALLOC: no fresh pages per pass
                 for p in net.parameters():

@@ -26,7 +26,7 @@ Set ``SR_CPU_CONV`` to choose a mode for the whole process (``onednn`` turns thi
 
 :func:`prepare_inference` (applied to every CPU network after :func:`prepare_for_cpu`) swaps
 SRVGGNetCompact for :class:`SRVGGInference`, the same network with its output tail in one pass
-(bit-identical).
+and its activations in two kept buffers (float rounding; bit-identical at most shapes).
 
 All modes keep the convolution's exact semantics (zero padding 1 at the image borders), so a
 tile gives the same output as the whole image up to float rounding.
@@ -35,6 +35,7 @@ tile gives the same output as the whole image up to float rounding.
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -245,37 +246,124 @@ def prelu_inplace(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 class SRVGGInference(nn.Module):
-    """SRVGGNetCompact for inference: its body (PReLU in place, :func:`prelu_inplace`), then
-    the pixel shuffle and the nearest-upsampled input added in one strided pass straight into
-    a channels-last output.
+    """SRVGGNetCompact for inference: its body, then the pixel shuffle and the
+    nearest-upsampled input added in one strided pass straight into a channels-last output.
 
     The network's own forward allocates the shuffled output, the upsampled input and their
     sum (three full-resolution passes; 71 ms of a 1.2-1.9 s 320x320 forward on one thread,
-    against 31 ms here). Same additions in the same precision: the output is bit-identical.
-    A non-native ``out_scale`` runs the network's own forward.
+    against 31 ms here): same additions in the same precision. A non-native ``out_scale``
+    runs the network's own forward.
+
+    The body's activations live in two buffers kept between calls (float32 CPU channels-last
+    input; :func:`_conv_into`): each convolution writes into the buffer its input is not in,
+    and each PReLU runs in place (:func:`prelu_inplace`). A fresh output per layer lands on new
+    pages whenever glibc maps it (activations over 32 MB, or after the encoder thread's frees):
+    5 us a page, 1.26 M page faults in an 800x800 x4 ``sr upscale`` on one thread. The buffers
+    are used by one call at a time; a concurrent call (another thread) runs the same kernels
+    in a pair of its own.
     """
 
     def __init__(self, net: SRVGGNetCompact) -> None:
         super().__init__()
         self.net = net
+        self._bufs: list[torch.Tensor] = []
+        self._busy = threading.Lock()
+        self._plain = all(isinstance(m.padding, tuple) and m.padding_mode == "zeros"
+                          for m in net.body if isinstance(m, nn.Conv2d))
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.net.body:
+            if isinstance(layer, nn.PReLU) and out is not x:
+                out = prelu_inplace(out, layer.weight)
+            else:
+                out = layer(out)
+        return out
+
+    def _body_buffered(self, x: torch.Tensor, bufs: list[torch.Tensor]) -> torch.Tensor:
+        n, _, h, w = x.shape
+        convs = [m for m in self.net.body if isinstance(m, nn.Conv2d)]
+        need = n * h * w * max(int(c.out_channels) for c in convs)
+        if not bufs or bufs[0].numel() < need:
+            bufs.clear()  # free the old pair before taking the new one
+            bufs.extend(torch.empty(need, dtype=x.dtype) for _ in range(2))
+        out, k = x, 0
+        for layer in self.net.body:
+            if isinstance(layer, nn.Conv2d):
+                out = _conv_into(bufs[k % 2], out, layer)
+                k += 1
+            elif isinstance(layer, nn.PReLU):
+                out = prelu_inplace(out, layer.weight)
+            elif isinstance(layer, nn.LeakyReLU):
+                out = F.leaky_relu_(out, layer.negative_slope)
+            elif isinstance(layer, nn.ReLU):
+                out = F.relu_(out)
+            else:
+                out = layer(out)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
         r = int(net.upscale)
         if net.out_scale != r:
             return net(x)
-        out = x
-        for layer in net.body:
-            if isinstance(layer, nn.PReLU) and out is not x:
-                out = prelu_inplace(out, layer.weight)
-            else:
-                out = layer(out)
+        if not (self._plain and _buffered_ok(x)):
+            return self._tail(x, self._body(x), r)
+        if self._busy.acquire(blocking=False):
+            try:
+                return self._tail(x, self._body_buffered(x, self._bufs), r)
+            finally:
+                self._busy.release()
+        return self._tail(x, self._body_buffered(x, []), r)  # another thread has the pair
+
+    @staticmethod
+    def _tail(x: torch.Tensor, out: torch.Tensor, r: int) -> torch.Tensor:
         n, c, h, w = x.shape
         body = _shuffled_view(out, r)
         base = x.permute(0, 2, 3, 1).reshape(n, h, 1, w, 1, c)
         y = torch.empty((n, h, r, w, r, c), dtype=out.dtype, device=out.device)
         torch.add(body, base, out=y)
         return y.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
+
+
+def _buffered_ok(x: torch.Tensor) -> bool:
+    """Whether :class:`SRVGGInference` can run ``x`` in its kept buffers."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling() and _sum_ok())
+
+
+def _conv_into(flat: torch.Tensor, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` written into the front of the 1-D buffer ``flat`` (as a channels-last
+    view): the buffer is zeroed and oneDNN adds the convolution to it
+    (``torch.ops.mkldnn._convolution_pointwise_.binary``, "add"), the one fused op that writes
+    into a given tensor. 0 + v is exact, but oneDNN may pick another kernel for the fused op
+    than for ``conv(x)`` (float rounding: 2.5e-6 at 13x17, bit-identical at 320x320). The
+    zeroing costs about what the page faults did when glibc served fresh pages (one 64->64
+    layer at 320x320: 125 ms fresh with faults, 113 ms without, 125 ms here)."""
+    n, _, h, w = x.shape
+    c = int(conv.out_channels)
+    y = flat[: n * h * w * c].view(n, h, w, c).permute(0, 3, 1, 2).zero_()
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        y, x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+        conv.groups, "add", 1.0, None, [], None)
+    return y
+
+
+@cache
+def _sum_ok() -> bool:
+    """Whether oneDNN's in-place convolution + add op runs here and is exact (float32)."""
+    op = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.rand(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        w = torch.rand(3, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        y = torch.zeros(1, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+        op.binary(y, x, w, None, [1, 1], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
+        return bool(torch.allclose(y, F.conv2d(x, w, None, padding=1), atol=1e-5))
+    except (RuntimeError, TypeError, AttributeError):  # a build without the op or its schema
+        return False
 
 
 @cache
@@ -472,7 +560,7 @@ class RDBInference(nn.Module):
 
 def prepare_inference(model: nn.Module) -> nn.Module:
     """Architecture-specific inference forms with the same output up to float rounding:
-    SRVGGNetCompact -> :class:`SRVGGInference` (bit-identical), SRResNet in eval mode ->
+    SRVGGNetCompact -> :class:`SRVGGInference` (float rounding), SRResNet in eval mode ->
     :class:`SRResNetInference`, RRDBNet in eval mode: its dense blocks -> :class:`RDBInference`
     (in place: the network keeps its type and staged form); any other network is returned as
     it is."""
