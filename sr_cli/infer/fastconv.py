@@ -268,8 +268,12 @@ class SRVGGInference(nn.Module):
         self.net = net
         self._bufs: list[torch.Tensor] = []
         self._busy = threading.Lock()
-        self._plain = all(isinstance(m.padding, tuple) and m.padding_mode == "zeros"
-                          for m in net.body if isinstance(m, nn.Conv2d))
+        # PyTorch's own convolutions (not SR_CPU_CONV's replacements) and activations only
+        self._plain = all(
+            isinstance(m, (nn.PReLU, nn.ReLU, nn.LeakyReLU)) or (
+                type(m) is nn.Conv2d and isinstance(m.padding, tuple)
+                and m.padding_mode == "zeros")
+            for m in net.body)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         out = x
