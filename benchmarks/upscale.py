@@ -6,6 +6,11 @@
     python benchmarks/upscale.py --tiling                     # auto-tile overhead figures
     python benchmarks/upscale.py --ab 2 --threads 1,2          # sr's CPU memory setting on/off
 
+Every row runs under ``sr upscale``'s allocator setting (``limit_heap_fragmentation``: blocks
+of 1 MB and more get their own pages, so each fresh activation takes page faults; the
+``faults`` column counts them); ``--glibc-malloc`` leaves glibc's adaptive defaults (tables
+before issue 18's fourth pass were measured that way, which hid the faults sr upscale took).
+
 ``--ab N`` runs the whole benchmark in 2N child processes, alternating ``SR_CPU_MALLOC=system``
 (glibc's defaults, the default) and ``keep`` (opt-in, see
 sr_cli/infer/cpumem.py): a process-wide allocator setting cannot be switched fairly inside one
@@ -66,6 +71,7 @@ sys.path.insert(0, str(REPO))
 
 from sr_cli.archs import build  # noqa: E402
 from sr_cli.infer.cpumem import forward_scope, keep_freed_memory  # noqa: E402
+from sr_cli.infer.device import limit_heap_fragmentation  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
 from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
@@ -366,6 +372,10 @@ def main() -> None:
                          "and sr torch, e.g. 'ncnn official' (default: all)")
     ap.add_argument("--ab", type=int, default=0, metavar="N",
                     help="A/B of SR_CPU_MALLOC system vs keep in 2N alternating processes")
+    ap.add_argument("--glibc-malloc", action="store_true",
+                    help="leave glibc's malloc thresholds alone (sr upscale fixes its mmap "
+                         "threshold at 1 MB; every row runs under sr upscale's setting unless "
+                         "this is given)")
     ap.add_argument("--record", default="", help=argparse.SUPPRESS)  # --ab's children
     args = ap.parse_args()
     if args.ab:
@@ -375,8 +385,10 @@ def main() -> None:
                                                           if not a.startswith("--ab=")]
         ab(args, child)
         return
+    cli = False if args.glibc_malloc else limit_heap_fragmentation()  # as sr upscale does
     kept = keep_freed_memory()  # as sr does, for every row of this process ($SR_CPU_MALLOC)
-    print(f"SR_CPU_MALLOC: freed memory {'kept' if kept else 'returned (glibc defaults)'}")
+    how = "sr upscale's (blocks of 1 MB and more mmapped)" if cli else "glibc defaults"
+    print(f"malloc: {how}; SR_CPU_MALLOC: freed memory {'kept' if kept else 'returned'}")
     nb = native_bf16()
     mod = ncnn_module()
     print(f"torch {torch.__version__}, CPU capability "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -241,6 +242,53 @@ def test_srvgg_buffered_body_reuses_its_pair_and_hands_out_fresh_outputs(act: st
         # not float32 or not channels-last: the network's own layers
         xc = x1.contiguous()
         assert float((fast(xc) - net(xc)).abs().max()) <= 1e-5
+
+
+def test_rrdbnet_workspace_is_reused_in_the_trunk_and_freed_after_it() -> None:
+    """RRDBNet's dense blocks share one kept workspace (their concatenations and conv1-4
+    outputs): reused from block to block and call to call while the trunk runs, freed when
+    the trunk is done (whole forward: a hook on ``body``; staged engine runs: the engine), a
+    deep copy gets its own, and a call while another thread holds it computes the same."""
+    from sr_cli.infer.fastconv import RDBInference, Workspace, prepare_inference
+
+    model = _model("rrdbnet", {"num_feat": 16, "num_block": 2, "num_grow_ch": 8, "scale": 4})
+    net = copy.deepcopy(model.net).to(memory_format=torch.channels_last)
+    ref = copy.deepcopy(model.net).double()
+    fast = prepare_inference(net)
+    ws = fast.sr_workspace
+    assert isinstance(ws, Workspace)
+    rdbs = [m for m in fast.modules() if isinstance(m, RDBInference)]
+    assert len(rdbs) == 6 and all(m.workspace is ws for m in rdbs)
+    seen: list[tuple[int, ...]] = []
+
+    def record(_m: Any, _a: Any, _o: Any) -> None:  # inside the trunk
+        seen.append(tuple(ws._flat[k].data_ptr() for k in sorted(ws._flat)))
+
+    for m in rdbs:
+        m.register_forward_hook(record)
+    x = torch.rand(1, 3, 21, 19, generator=torch.Generator().manual_seed(1))
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = ref(x.double())
+        got = fast(xc)
+        assert ws.nbytes() == 0  # freed after the trunk
+        assert len(seen) == 6 and len(set(seen)) == 1 and len(seen[0]) == 5  # cat, x1..x4
+        assert float((got - want).abs().max()) <= 1e-5
+        twin = copy.deepcopy(fast)
+        assert twin.sr_workspace is not ws
+        assert all(m.workspace is twin.sr_workspace
+                   for m in twin.modules() if isinstance(m, RDBInference))
+        assert ws.take()  # another thread holds it: the blocks allocate as before
+        try:
+            held = fast(xc)
+        finally:
+            ws.give()
+        assert float((held - want).abs().max()) <= 1e-5
+    up = _up(model, tile=8)
+    assert up.stages_exactly()
+    y = up.run(xc)
+    assert up._net("fp32").sr_workspace.nbytes() == 0  # the staged trunk freed it
+    assert float((y.double() - want.clamp(0, 1)).abs().max()) <= 1e-5  # run() clamps
 
 
 SRRES_CASES = [

@@ -25,7 +25,7 @@ from sr_cli.infer.alpha import bleed_transparent
 from sr_cli.infer.cpumem import attach as keep_freed_memory_in
 from sr_cli.infer.cpumem import forward_scope
 from sr_cli.infer.device import DTYPES, free_memory_bytes, resolve_device, resolve_precision
-from sr_cli.infer.fastconv import prepare_for_cpu, prepare_inference
+from sr_cli.infer.fastconv import prepare_for_cpu, prepare_inference, release_workspace
 from sr_cli.infer.resample import RowResampler
 from sr_cli.infer.tiling import Tile, plan_tiles, run_tiled, splits
 from sr_cli.io.images import PixelStream
@@ -504,13 +504,19 @@ class Upscaler:
                     rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick,
                     on_redo=redo)
         except HalfOverflow:
+            release_workspace(self._net(prec))
             if self.on_warning and not self._warned_overflow:
                 self.on_warning(f"{prec} overflowed in the network's feature maps; "
                                 "recomputed the image in fp32")
                 self._warned_overflow = True
-            return run_head_and_trunk(
-                self._staged("fp32"), lambda: self._staged("fp32"), x, dtype=torch.float32,
-                rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick)
+            try:
+                return run_head_and_trunk(
+                    self._staged("fp32"), lambda: self._staged("fp32"), x, dtype=torch.float32,
+                    rows=layout.rows, cols=layout.cols, memory_format=fmt, tick=counter.tick)
+            finally:
+                release_workspace(self._net("fp32"))
+        finally:  # the trunk's kept buffers, before the tail runs
+            release_workspace(self._net(prec))
 
     def auto_tile(self, height: int, width: int) -> int:
         """The tile size used when none is given (0 = whole image).
