@@ -12,6 +12,7 @@ interrupt stops every stage, and partially written outputs are removed by their 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -114,8 +115,9 @@ def prefetched(items: Iterable[T], depth: int = 1,
         return False
 
     def produce() -> None:
-        it = iter(items)
+        it: Any = None
         try:
+            it = iter(items)
             for item in it:
                 if not put((True, item)):
                     break
@@ -127,7 +129,8 @@ def prefetched(items: Iterable[T], depth: int = 1,
         finally:
             close = getattr(it, "close", None)
             if close is not None and stop.is_set():
-                close()
+                with contextlib.suppress(Exception):  # the consumer has its own error
+                    close()
 
     th = threading.Thread(target=produce, name="sr-prefetch", daemon=True)
     th.start()
