@@ -180,9 +180,11 @@ def test_default_path_matches_float64_forward(arch: str, hp: dict, hw: tuple[int
     {"num_feat": 8, "num_conv": 1, "upscale": 2, "num_in_ch": 1, "num_out_ch": 1},
     {"num_feat": 8, "num_conv": 1, "upscale": 4, "out_scale": 3},
 ], ids=["x4", "x3", "x2-gray", "out3"])
-def test_srvgg_inference_form_is_bit_identical(hp: dict, prec: str) -> None:
-    """SRVGGInference (the fused pixel-shuffle + upsampled-input tail) gives exactly the
-    network's own output, channels-last; a non-native out_scale runs the network's forward."""
+def test_srvgg_inference_form_matches_the_network(hp: dict, prec: str) -> None:
+    """SRVGGInference (kept-buffer body, fused pixel-shuffle + upsampled-input tail) gives the
+    network's own output, channels-last: within 1e-5 in float32 (the body's fused conv + add
+    may run another oneDNN kernel), exactly in bf16 (the plain body); a non-native out_scale
+    runs the network's forward."""
     from sr_cli.infer.device import DTYPES
     from sr_cli.infer.fastconv import SRVGGInference, prepare_inference
 
@@ -197,7 +199,7 @@ def test_srvgg_inference_form_is_bit_identical(hp: dict, prec: str) -> None:
     with torch.no_grad():
         want, got = net(x), fast(x)
     if prec == "fp32":  # the buffered body's fused conv + add: oneDNN may pick another kernel
-        assert bool(fast._bufs) == ("out_scale" not in hp)
+        assert (fast.workspace.nbytes() > 0) == ("out_scale" not in hp)
         assert float((got - want).abs().max()) <= 1e-5
     else:
         assert torch.equal(got, want)
@@ -224,23 +226,33 @@ def test_srvgg_buffered_body_reuses_its_pair_and_hands_out_fresh_outputs(act: st
         return torch.rand(1, 3, h, w).contiguous(memory_format=torch.channels_last)
 
     x1, x2, x3 = rand(40, 36), rand(30, 36), rand(64, 50)
+    ws = fast.workspace
+
+    def pointers() -> list[int]:
+        return [ws._flat[k].data_ptr() for k in sorted(ws._flat)]
+
     with torch.no_grad():
         y1 = fast(x1)
-        kept = [b.data_ptr() for b in fast._bufs]
+        kept = pointers()
+        assert len(kept) == 2
         y1_copy = y1.clone()
         y2 = fast(x2)
-        assert [b.data_ptr() for b in fast._bufs] == kept
+        assert pointers() == kept
         assert torch.equal(y1, y1_copy)
         for x, y in ((x1, y1), (x2, y2)):
             assert float((y - net(x)).abs().max()) <= 1e-5
         y3 = fast(x3)
-        assert fast._bufs[0].numel() >= 64 * 50 * 16
-        with fast._busy:  # another thread is in the kept pair
+        assert ws.nbytes() >= 2 * 4 * 64 * 50 * 16
+        grown = pointers()
+        assert ws.take()  # another thread is in the kept pair
+        try:
             y3_own = fast(x3)
+        finally:
+            ws.give()
+        assert pointers() == grown
         assert torch.equal(y3_own, y3)
         assert float((y3 - net(x3)).abs().max()) <= 1e-5
-        # not float32 or not channels-last: the network's own layers
-        xc = x1.contiguous()
+        xc = x1.contiguous()  # not channels-last: the network's own layers, same function
         assert float((fast(xc) - net(xc)).abs().max()) <= 1e-5
 
 

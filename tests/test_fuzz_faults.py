@@ -267,6 +267,17 @@ main()
 """
 
 
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Wait until ``path`` exists (the child reached the point under test); fail with the
+    child's stderr if it ended first."""
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    if not path.exists():
+        err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
+        raise AssertionError(f"{path.name} never appeared; stderr: {err}")
+
+
 def test_sigterm_mid_write_exits_130_without_temp_files(img: Path, tmp_path: Path) -> None:
     marker = tmp_path / "writing"
     out = tmp_path / "out"
@@ -274,10 +285,7 @@ def test_sigterm_mid_write_exits_130_without_temp_files(img: Path, tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITE, str(marker), "upscale", "-m",
                              "bicubic", "-s", "2", str(img), str(out / "o.png")],
                             stderr=subprocess.PIPE, env=_env())
-    deadline = time.time() + 90
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+    _wait_for(marker, proc)
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=60)
     err = proc.stderr.read().decode()
@@ -319,10 +327,7 @@ def test_sigterm_mid_image_stops_at_the_next_tile(tmp_path: Path, make_image) ->
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_TILES, str(calls), "upscale", "-m",
                              str(w), "--tile", "32", str(src), str(out / "o.png")],
                             stderr=subprocess.PIPE, env=_env())
-    deadline = time.time() + 90
-    while not calls.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert calls.exists(), proc.stderr.read().decode() if proc.poll() is not None else ""
+    _wait_for(calls, proc)
     proc.send_signal(signal.SIGTERM)
     at_signal = len(calls.read_text().splitlines())
     rc = proc.wait(timeout=60)

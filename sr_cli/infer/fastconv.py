@@ -245,6 +245,108 @@ def prelu_inplace(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return y
 
 
+class Workspace:
+    """Flat buffers kept between calls, handed out as channels-last views: one network's
+    activations land on the same pages pass after pass instead of fresh ones (``sr upscale``
+    maps every block of 1 MB and more on its own pages, so each fresh activation took page
+    faults; see docs/engines.md). One caller at a time: :meth:`take` is a non-blocking lock,
+    and a caller that does not get it allocates as usual."""
+
+    def __init__(self) -> None:
+        self._flat: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Workspace:
+        return Workspace()  # a copy of a network gets buffers (and a lock) of its own
+
+    def take(self) -> bool:
+        return self._lock.acquire(blocking=False)
+
+    def give(self) -> None:
+        self._lock.release()
+
+    def view(self, name: str, n: int, c: int, h: int, w: int, dtype: torch.dtype
+             ) -> torch.Tensor:
+        """An ``(n, c, h, w)`` channels-last tensor over buffer ``name`` (grown as needed;
+        its contents are whatever the last user left)."""
+        need = n * c * h * w
+        flat = self._flat.get((name, dtype))
+        if flat is None or flat.numel() < need:
+            self._flat.pop((name, dtype), None)  # free the old one before taking the new one
+            flat = self._flat[(name, dtype)] = torch.empty(need, dtype=dtype)
+        return flat[:need].view(n, h, w, c).permute(0, 3, 1, 2)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._flat.values())
+
+    def clear(self) -> None:
+        """Free the buffers (views handed out keep theirs alive until dropped)."""
+        self._flat.clear()
+
+
+def _clear_after_trunk(body: nn.Module, _args: Any, _out: Any) -> None:
+    """Forward hook on RRDBNet's ``body``: free its blocks' workspace (found through the
+    blocks, so a deep copy of the network frees its own)."""
+    for m in body.modules():
+        if isinstance(m, RDBInference) and m.workspace is not None:
+            m.workspace.clear()
+            return
+
+
+def release_workspace(net: nn.Module) -> None:
+    """Free the :class:`Workspace` of a network from :func:`prepare_inference`, if it has one:
+    the engine calls this when a staged trunk is done, so the kept buffers (sized like one
+    stage tile's activations, which the memory plan counts for the trunk) are not held beside
+    the tail's; the whole forward frees them after its trunk (a hook on ``body``)."""
+    ws = getattr(net, "sr_workspace", None)
+    if isinstance(ws, Workspace):
+        ws.clear()
+
+
+def _workspace_ok(x: torch.Tensor) -> bool:
+    """Whether ``x`` can run on kept buffers: a 4-D channels-last CPU tensor, not traced."""
+    return (x.device.type == "cpu" and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.compiler.is_compiling())
+
+
+def _sum_fits(x: torch.Tensor) -> bool:
+    """Whether a convolution of ``x`` can be written into a kept buffer
+    (:func:`_conv_into_view`): float32 on kept buffers, and the op exists here."""
+    return x.dtype == torch.float32 and _workspace_ok(x) and _sum_ok()
+
+
+def _conv_into_view(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                    pad: int) -> torch.Tensor:
+    """``conv2d(x, w, b, padding=pad)`` (stride 1) written into the channels-last tensor
+    ``y``: ``y`` is zeroed and oneDNN adds the convolution to it
+    (``torch.ops.mkldnn._convolution_pointwise_.binary``, "add"), the one fused op that writes
+    into a given tensor. 0 + v is exact, but oneDNN may pick another kernel for the fused op
+    than for ``conv2d`` (float rounding: 2.5e-6 at 13x17, bit-identical at 320x320). The
+    zeroing costs about what the page faults did when glibc served fresh pages (one 64->64
+    layer at 320x320: 125 ms fresh with faults, 113 ms without, 125 ms here)."""
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        y.zero_(), x, w, b, [pad, pad], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
+    return y
+
+
+@cache
+def _sum_ok() -> bool:
+    """Whether oneDNN's in-place convolution + add op runs here and computes the convolution
+    (float32)."""
+    op = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x = torch.rand(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        w = torch.rand(3, 2, 3, 3).contiguous(memory_format=torch.channels_last)
+        y = torch.zeros(1, 3, 3, 3).contiguous(memory_format=torch.channels_last)
+        op.binary(y, x, w, None, [1, 1], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
+        return bool(torch.allclose(y, F.conv2d(x, w, None, padding=1), atol=1e-5))
+    except (RuntimeError, TypeError, AttributeError):  # a build without the op or its schema
+        return False
+
+
 class SRVGGInference(nn.Module):
     """SRVGGNetCompact for inference: its body, then the pixel shuffle and the
     nearest-upsampled input added in one strided pass straight into a channels-last output.
@@ -254,20 +356,20 @@ class SRVGGInference(nn.Module):
     against 31 ms here): same additions in the same precision. A non-native ``out_scale``
     runs the network's own forward.
 
-    The body's activations live in two buffers kept between calls (float32 CPU channels-last
-    input; :func:`_conv_into`): each convolution writes into the buffer its input is not in,
+    The body's activations live in two buffers of a :class:`Workspace` kept between calls
+    (float32 CPU channels-last input; :func:`_conv_into_view`): each convolution writes into
+    the buffer its input is not in,
     and each PReLU runs in place (:func:`prelu_inplace`). A fresh output per layer lands on new
     pages whenever glibc maps it (activations over 32 MB, or after the encoder thread's frees):
     5 us a page, 1.26 M page faults in an 800x800 x4 ``sr upscale`` on one thread. The buffers
     are used by one call at a time; a concurrent call (another thread) runs the same kernels
-    in a pair of its own.
+    in a workspace of its own.
     """
 
     def __init__(self, net: SRVGGNetCompact) -> None:
         super().__init__()
         self.net = net
-        self._bufs: list[torch.Tensor] = []
-        self._busy = threading.Lock()
+        self.workspace = Workspace()
         # PyTorch's own convolutions (not SR_CPU_CONV's replacements) and activations only
         self._plain = all(
             isinstance(m, (nn.PReLU, nn.ReLU, nn.LeakyReLU)) or (
@@ -285,17 +387,13 @@ class SRVGGInference(nn.Module):
                 out = layer(out)
         return out
 
-    def _body_buffered(self, x: torch.Tensor, bufs: list[torch.Tensor]) -> torch.Tensor:
+    def _body_buffered(self, x: torch.Tensor, ws: Workspace) -> torch.Tensor:
         n, _, h, w = x.shape
-        convs = [m for m in self.net.body if isinstance(m, nn.Conv2d)]
-        need = n * h * w * max(int(c.out_channels) for c in convs)
-        if not bufs or bufs[0].numel() < need:
-            bufs.clear()  # free the old pair before taking the new one
-            bufs.extend(torch.empty(need, dtype=x.dtype) for _ in range(2))
         out, k = x, 0
         for layer in self.net.body:
-            if isinstance(layer, nn.Conv2d):
-                out = _conv_into(bufs[k % 2], out, layer)
+            if isinstance(layer, nn.Conv2d):  # into the buffer its input is not in
+                y = ws.view("ab"[k % 2], n, int(layer.out_channels), h, w, x.dtype)
+                out = _conv_into_view(y, out, layer.weight, layer.bias, int(layer.padding[0]))
                 k += 1
             elif isinstance(layer, nn.PReLU):
                 out = prelu_inplace(out, layer.weight)
@@ -312,14 +410,15 @@ class SRVGGInference(nn.Module):
         r = int(net.upscale)
         if net.out_scale != r:
             return net(x)
-        if not (self._plain and _buffered_ok(x)):
+        if not (self._plain and _sum_fits(x)):
             return self._tail(x, self._body(x), r)
-        if self._busy.acquire(blocking=False):
+        ws = self.workspace
+        if ws.take():
             try:
-                return self._tail(x, self._body_buffered(x, self._bufs), r)
+                return self._tail(x, self._body_buffered(x, ws), r)
             finally:
-                self._busy.release()
-        return self._tail(x, self._body_buffered(x, []), r)  # another thread has the pair
+                ws.give()
+        return self._tail(x, self._body_buffered(x, Workspace()), r)  # another thread has it
 
     @staticmethod
     def _tail(x: torch.Tensor, out: torch.Tensor, r: int) -> torch.Tensor:
@@ -329,52 +428,6 @@ class SRVGGInference(nn.Module):
         y = torch.empty((n, h, r, w, r, c), dtype=out.dtype, device=out.device)
         torch.add(body, base, out=y)
         return y.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
-
-
-def _buffered_ok(x: torch.Tensor) -> bool:
-    """Whether :class:`SRVGGInference` can run ``x`` in its kept buffers."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.compiler.is_compiling() and _sum_ok())
-
-
-def _conv_into(flat: torch.Tensor, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(x)`` written into the front of the 1-D buffer ``flat`` (as a channels-last
-    view): the buffer is zeroed and oneDNN adds the convolution to it
-    (``torch.ops.mkldnn._convolution_pointwise_.binary``, "add"), the one fused op that writes
-    into a given tensor. 0 + v is exact, but oneDNN may pick another kernel for the fused op
-    than for ``conv(x)`` (float rounding: 2.5e-6 at 13x17, bit-identical at 320x320). The
-    zeroing costs about what the page faults did when glibc served fresh pages (one 64->64
-    layer at 320x320: 125 ms fresh with faults, 113 ms without, 125 ms here)."""
-    n, _, h, w = x.shape
-    c = int(conv.out_channels)
-    y = flat[: n * h * w * c].view(n, h, w, c).permute(0, 3, 1, 2)
-    return _conv_into_view(y, x, conv.weight, conv.bias, int(conv.padding[0]))
-
-
-def _conv_into_view(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                    pad: int) -> torch.Tensor:
-    """``conv2d(x, w, b, padding=pad)`` (stride 1) into the channels-last tensor ``y``:
-    zeroed, then oneDNN's in-place convolution + add (see :func:`_conv_into`)."""
-    torch.ops.mkldnn._convolution_pointwise_.binary(
-        y.zero_(), x, w, b, [pad, pad], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
-    return y
-
-
-@cache
-def _sum_ok() -> bool:
-    """Whether oneDNN's in-place convolution + add op runs here and is exact (float32)."""
-    op = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        x = torch.rand(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        w = torch.rand(3, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        y = torch.zeros(1, 3, 3, 3).contiguous(memory_format=torch.channels_last)
-        op.binary(y, x, w, None, [1, 1], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
-        return bool(torch.allclose(y, F.conv2d(x, w, None, padding=1), atol=1e-5))
-    except (RuntimeError, TypeError, AttributeError):  # a build without the op or its schema
-        return False
 
 
 @cache
@@ -538,70 +591,6 @@ class SRResNetInference(nn.Module):
         raise AssertionError("SRResNet has at least one upsampling stage")
 
 
-class Workspace:
-    """Flat buffers kept between calls, handed out as channels-last views: one network's
-    activations land on the same pages pass after pass instead of fresh ones (``sr upscale``
-    maps every block of 1 MB and more on its own pages, so each fresh activation took page
-    faults; see docs/engines.md). One caller at a time: :meth:`take` is a non-blocking lock,
-    and a caller that does not get it allocates as usual."""
-
-    def __init__(self) -> None:
-        self._flat: dict[tuple[str, torch.dtype], torch.Tensor] = {}
-        self._lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Workspace:
-        return Workspace()  # a copy of a network gets buffers (and a lock) of its own
-
-    def take(self) -> bool:
-        return self._lock.acquire(blocking=False)
-
-    def give(self) -> None:
-        self._lock.release()
-
-    def view(self, name: str, n: int, c: int, h: int, w: int, dtype: torch.dtype
-             ) -> torch.Tensor:
-        """An ``(n, c, h, w)`` channels-last tensor over buffer ``name`` (grown as needed;
-        its contents are whatever the last user left)."""
-        need = n * c * h * w
-        flat = self._flat.get((name, dtype))
-        if flat is None or flat.numel() < need:
-            self._flat.pop((name, dtype), None)  # free the old one before taking the new one
-            flat = self._flat[(name, dtype)] = torch.empty(need, dtype=dtype)
-        return flat[:need].view(n, h, w, c).permute(0, 3, 1, 2)
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._flat.values())
-
-    def clear(self) -> None:
-        """Free the buffers (views handed out keep theirs alive until dropped)."""
-        self._flat.clear()
-
-
-def _clear_after_trunk(body: nn.Module, _args: Any, _out: Any) -> None:
-    """Forward hook on RRDBNet's ``body``: free its blocks' workspace (found through the
-    blocks, so a deep copy of the network frees its own)."""
-    for m in body.modules():
-        if isinstance(m, RDBInference) and m.workspace is not None:
-            m.workspace.clear()
-            return
-
-
-def release_workspace(net: nn.Module) -> None:
-    """Free the :class:`Workspace` of a network from :func:`prepare_inference`, if it has one:
-    the engine calls this when a staged trunk is done, so the kept buffers (sized like one
-    stage tile's activations, which the memory plan counts for the trunk) are not held beside
-    the tail's; the whole forward frees them after its trunk (a hook on ``body``)."""
-    ws = getattr(net, "sr_workspace", None)
-    if isinstance(ws, Workspace):
-        ws.clear()
-
-
-def _workspace_ok(x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.compiler.is_compiling())
-
-
 class RDBInference(nn.Module):
     """RRDBNet's Residual Dense Block for inference: ``x + 0.2 * conv5([x, x1..x4])`` with
     each LeakyReLU fused into its convolution (:func:`conv_act`), the 0.2 folded into
@@ -611,7 +600,7 @@ class RDBInference(nn.Module):
     With a :class:`Workspace` (one per network, shared by its blocks, freed after the
     trunk), the four dense concatenations are written into one kept buffer
     (``torch.cat(..., out=)``: the same copy) and conv1-4 into four more (float32:
-    :func:`_conv_into`'s zeroed buffer + oneDNN's in-place convolution + add, then the
+    :func:`_conv_into_view`: a zeroed buffer + oneDNN's in-place convolution + add, then the
     LeakyReLU in place, since oneDNN fuses no activation but ReLU after an add). Fresh, they
     were 55% (concatenations) and most of the rest of the page faults of an ``sr upscale``
     with the default RRDBNet: 1.46 M -> 0.53 M faults and 20.3 -> 15.9 s for a 400x400 x4 on
@@ -656,7 +645,7 @@ class RDBInference(nn.Module):
         for k in range(1, 5):
             inp = cat(feats) if k > 1 else x
             wk, bk = getattr(self, f"w{k}"), getattr(self, f"b{k}")
-            if ws is not None and x.dtype == torch.float32 and _sum_ok():
+            if ws is not None and _sum_fits(x):
                 y = ws.view(f"x{k}", n, int(wk.shape[0]), h, w, x.dtype)
                 feats.append(F.leaky_relu_(_conv_into_view(y, inp, wk, bk, 1), self.slope))
             else:

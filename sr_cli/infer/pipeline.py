@@ -88,6 +88,18 @@ class _Bands(Generic[T]):
             yield item
 
 
+def put_until_stopped(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` into the bounded ``q``, waiting for room, unless ``stop`` is set first
+    (checked every 50 ms); False when stopped."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetched(items: Iterable[T], depth: int = 1,
                stop: threading.Event | None = None) -> Iterator[T]:
     """Iterate ``items`` on a producer thread that works ahead of the consumer (``depth``
@@ -106,13 +118,7 @@ def prefetched(items: Iterable[T], depth: int = 1,
     stop = stop if stop is not None else threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(q, item, stop)
 
     def produce() -> None:
         it: Any = None
@@ -176,12 +182,7 @@ def run_pipeline(
     save_slots = threading.Semaphore(spec.save)
 
     def put_stopping(q: queue.Queue[Any], item: Any) -> None:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
+        put_until_stopped(q, item, stop)
 
     def loader() -> None:
         while not stop.is_set():

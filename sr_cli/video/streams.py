@@ -13,22 +13,12 @@ from typing import Any
 import numpy as np
 
 from sr_cli.errors import InputError, RuntimeFailure, SRError
+from sr_cli.infer.pipeline import put_until_stopped
 from sr_cli.video import mkvpipe
 from sr_cli.video.encode import EncodeSettings
 from sr_cli.video.ffmpeg import Proc
 
 _END = object()
-
-
-def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Put unless asked to stop; False when stopped."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 class FrameReader:
@@ -61,14 +51,14 @@ class FrameReader:
                 if got < n:
                     raise InputError(f"{self.label}: truncated frame from the decoder")
                 frame = np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
-                if not _put(self.q, frame, self.stop):
+                if not put_until_stopped(self.q, frame, self.stop):
                     return
             rc = self.proc.wait()
             if rc != 0 and not self.stop.is_set():
                 raise InputError(f"{self.label}: decoding failed ({self.proc.stderr_tail()})")
-            _put(self.q, _END, self.stop)
+            put_until_stopped(self.q, _END, self.stop)
         except BaseException as exc:  # handed to the consumer
-            _put(self.q, exc, self.stop)
+            put_until_stopped(self.q, exc, self.stop)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         while True:
@@ -131,7 +121,7 @@ class SegmentWriter:
         """Queue one ``(H, W, 3)`` uint8 frame; blocks while ``depth`` frames wait."""
         if self.proc is None:
             self._start(frame.shape[1], frame.shape[0])
-        if self.stop.is_set() or not _put(self.q, (frame, pts_ns, dur_ns), self.stop):
+        if self.stop.is_set() or not put_until_stopped(self.q, (frame, pts_ns, dur_ns), self.stop):
             self._raise()
 
     def _raise(self) -> None:
@@ -143,7 +133,7 @@ class SegmentWriter:
         """Flush and wait for the encoder; RuntimeFailure when it failed."""
         if self.proc is None:
             raise SRError("no frames were written")
-        _put(self.q, _END, self.stop)
+        put_until_stopped(self.q, _END, self.stop)
         if self.thread is not None:
             self.thread.join()
         rc = self.proc.wait(timeout=600)  # the encoder flushes its lookahead: bounded
