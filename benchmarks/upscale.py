@@ -71,7 +71,7 @@ sys.path.insert(0, str(REPO))
 
 from sr_cli.archs import build  # noqa: E402
 from sr_cli.infer.cpumem import forward_scope, keep_freed_memory  # noqa: E402
-from sr_cli.infer.device import limit_heap_fragmentation  # noqa: E402
+from sr_cli.infer.device import limit_heap_fragmentation, native_bf16_cpu  # noqa: E402
 from sr_cli.infer.engine import InferenceOptions, Upscaler  # noqa: E402
 from sr_cli.infer.ncnn_backend import ncnn_module  # noqa: E402
 from sr_cli.infer.ncnn_export import _plain, export  # noqa: E402
@@ -87,13 +87,6 @@ NETS = {
 }
 MACS_PER_PX = {"rrdbnet": 17_926_848, "srvgg": 619_200}
 NCNN_DIR = os.environ.get("SR_NCNN_MODELS", "/work/runs/teacher")
-
-
-def native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _ncnn_runner(param: str, weights: str, x: np.ndarray, threads: int
@@ -389,7 +382,7 @@ def main() -> None:
     kept = keep_freed_memory()  # as sr does, for every row of this process ($SR_CPU_MALLOC)
     how = "sr upscale's (blocks of 1 MB and more mmapped)" if cli else "glibc defaults"
     print(f"malloc: {how}; SR_CPU_MALLOC: freed memory {'kept' if kept else 'returned'}")
-    nb = native_bf16()
+    nb = native_bf16_cpu()
     mod = ncnn_module()
     print(f"torch {torch.__version__}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if nb else 'no'}, "

@@ -356,6 +356,9 @@ def test_bf16_autocast_trains_on_cpu(runner, data_dir, tmp_path):
     res = _train(runner, "srresnet", data_dir, out, "--set", "amp=bf16", steps=3)
     assert res.exit_code == 0, res.output
     assert "applies on CUDA only" not in res.output
+    from sr_cli.infer.device import native_bf16_cpu  # emulated bf16 is the slow one: said once
+
+    assert res.output.count("no native bf16") == (0 if native_bf16_cpu() else 1), res.output
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert recs and all(torch.isfinite(torch.tensor(r["loss"])) for r in recs)
     w = load_file(out / "model.safetensors")

@@ -363,3 +363,21 @@ def test_non_integer_scale_one_size_rule(model, tmp_path, make_image):
     up = Upscaler(load_model(str(path)), InferenceOptions(device="cpu"))
     assert up.upscale_array(rgba, 1.5).shape == (23, 26, 4)
     assert up.output_size(15, 17, 1.5) == (23, 26)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_that_emulates_it_warns(runner, tmp_path, tiny_model, make_image,
+                                               monkeypatch, native):
+    """--precision bf16 on a CPU without AVX512-BF16/AMX says once that it is the slow
+    precision there (oneDNN emulates it); with native bf16, or in fp32, nothing is said."""
+    from sr_cli.infer import device
+
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: native)
+    iio.imwrite(tmp_path / "a.png", make_image(12, 10))
+    for prec, warned in (("bf16", not native), ("fp32", False)):
+        r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), str(tmp_path / f"{prec}.png"),
+                                "-m", str(tiny_model), "--precision", prec, "-q"])
+        assert r.exit_code == 0, r.stderr
+        assert (tmp_path / f"{prec}.png").is_file()
+        assert r.stderr.count("no native bf16") == int(warned), r.stderr
+    assert device.emulated_bf16_warning(torch.device("cuda"), "bf16") is None

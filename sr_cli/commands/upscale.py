@@ -236,7 +236,7 @@ def upscale(
 
     # torch loads from here on: everything above (usage errors, missing inputs, existing
     # outputs) is reported without it, so a mistyped command fails at once
-    from sr_cli.infer.device import limit_heap_fragmentation
+    from sr_cli.infer.device import emulated_bf16_warning, limit_heap_fragmentation
     from sr_cli.infer.engine import InferenceOptions, Upscaler
 
     limit_heap_fragmentation()  # band-sized buffers go back to the OS: bounded peak memory
@@ -250,6 +250,9 @@ def upscale(
                             tile_batch=tile_batch, channels_last=channels_last, alpha=alpha,
                             tta=tta, compile=compile_net, engine=engine)
     upscaler = Upscaler(loaded, opts, on_warning=console.warn)
+    slow = emulated_bf16_warning(upscaler.device, upscaler.precision)
+    if slow:
+        console.warn(f"--precision bf16: {slow}")
 
     if video:
         from sr_cli.video import upscale_videos

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 from sr_cli.errors import UsageError
@@ -51,6 +53,27 @@ def resolve_precision(spec: str, device: torch.device, supports_half: bool = Tru
     if s == "fp16" and device.type == "cpu":
         raise UsageError("--precision fp16 is not supported on CPU; use bf16 or fp32")
     return s
+
+
+@cache
+def native_bf16_cpu() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def emulated_bf16_warning(device: torch.device, precision: str) -> str | None:
+    """The one-line warning for bf16 on a CPU that only emulates it, else None.
+
+    Without AVX512-BF16/AMX oneDNN emulates bf16 convolutions: measured 16-22x the fp32 time
+    on an AVX2 CPU (docs/engines.md), so the "fast" precision is the slow one there.
+    """
+    if device.type != "cpu" or precision != "bf16" or native_bf16_cpu():
+        return None
+    return ("this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 is emulated: "
+            "measured 16-22x slower than fp32 on such a CPU; fp32 is the fast precision here")
 
 
 def free_memory_bytes(device: torch.device) -> int:

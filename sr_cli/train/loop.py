@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from sr_cli.archs import build, get_arch
 from sr_cli.archs.base import Descriptor
 from sr_cli.errors import InputError, ModelError, UsageError
+from sr_cli.infer.device import emulated_bf16_warning
 from sr_cli.io.atomic import refuse_existing
 from sr_cli.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from sr_cli.train.config import TrainConfig
@@ -589,6 +590,9 @@ def _run_training(
     amp_dtype = None
     if cfg.amp == "bf16":  # CUDA and CPU (oneDNN bf16 convolutions: ~2-3x faster on CPU)
         amp_dtype = torch.bfloat16
+        slow = emulated_bf16_warning(device, "bf16")
+        if slow:
+            say(f"note: amp = bf16: {slow}")
     elif on_cuda and cfg.amp == "fp16":
         amp_dtype = torch.float16
     elif cfg.amp != "none":
