@@ -14,7 +14,7 @@ the model cards quote:
 
     sr upscale SHARED/data/SetN/LR_bicubic/X{s} OUT -m NAME -q
     sr score OUT SHARED/data/SetN/HR --scale s --strip-suffix x{s} --json
-    sr score OUT --scale s --niqe --json                      (Set14)
+    sr score OUT --scale s --niqe --niqe-params sr --json     (Set14)
     sr score OUT --scale s --niqe --niqe-params SHARED/reference/niqe_pris_params.npz --json
 
 and prints one markdown table row per model. With --write the measured scores are stored in
@@ -123,7 +123,8 @@ def score(names: list[str], shared: Path, write: bool) -> None:
                               "ssim_y": round(_mean(js, "ssim"), 4)}
                 cells.append(f"{scores[ds]['psnr_y']:.2f} / {scores[ds]['ssim_y']:.4f}")
                 if ds == "Set14":
-                    js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe", "--json"])
+                    js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe",
+                               "--niqe-params", "sr", "--json"])
                     scores[ds]["niqe"] = round(_mean(js, "niqe"), 3)
                     if niqe_matlab.is_file():
                         js = _run(["sr", "score", str(out), "--scale", str(s), "--niqe",
@@ -198,7 +199,7 @@ def cards(names: list[str]) -> None:
             print(f"sr score /tmp/{name}-{ds} ../shared/data/{ds}/HR --scale {s} "
                   f"--strip-suffix x{s} --json")
         if "niqe" in scores.get("Set14", {}):
-            print(f"sr score /tmp/{name}-Set14 --scale {s} --niqe --json")
+            print(f"sr score /tmp/{name}-Set14 --scale {s} --niqe --niqe-params sr --json")
             print(f"sr score /tmp/{name}-Set14 --scale {s} --niqe "
                   "--niqe-params ../shared/reference/niqe_pris_params.npz --json")
         print("```\n")
