@@ -588,7 +588,7 @@ def _run_training(
         opt_d = torch.optim.Adam(net_d.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas_d))  # type: ignore[arg-type]
         sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, cfg.milestones_d, cfg.gamma)
     amp_dtype = None
-    if cfg.amp == "bf16":  # CUDA and CPU (oneDNN bf16 convolutions: ~2-3x faster on CPU)
+    if cfg.amp == "bf16":  # CUDA and CPU (oneDNN bf16: ~2-3x faster with native bf16 only)
         amp_dtype = torch.bfloat16
         slow = emulated_bf16_warning(device, "bf16")
         if slow:
