@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -330,21 +331,34 @@ def _conv_into_view(y: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.
     return y
 
 
+def _probe(name: str, check: Callable[[Any, Any], Any]) -> bool:
+    """Whether ``torch.ops.mkldnn.<name>`` exists here and ``check(op, cl)`` holds
+    (``cl``: a channels-last float32 tensor of a shape); False on a build without the op or
+    with another schema."""
+    op = getattr(torch.ops.mkldnn, name, None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+
+    def cl(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape).contiguous(memory_format=torch.channels_last)
+
+    try:
+        return bool(check(op, cl))
+    except (RuntimeError, TypeError, AttributeError):
+        return False
+
+
+def _sum_check(op: Any, cl: Any) -> bool:
+    x, w, y = cl(1, 2, 3, 3), cl(3, 2, 3, 3), cl(1, 3, 3, 3).zero_()
+    op.binary(y, x, w, None, [1, 1], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
+    return torch.allclose(y, F.conv2d(x, w, None, padding=1), atol=1e-5)
+
+
 @cache
 def _sum_ok() -> bool:
     """Whether oneDNN's in-place convolution + add op runs here and computes the convolution
     (float32)."""
-    op = getattr(torch.ops.mkldnn, "_convolution_pointwise_", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        x = torch.rand(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        w = torch.rand(3, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        y = torch.zeros(1, 3, 3, 3).contiguous(memory_format=torch.channels_last)
-        op.binary(y, x, w, None, [1, 1], [1, 1], [1, 1], 1, "add", 1.0, None, [], None)
-        return bool(torch.allclose(y, F.conv2d(x, w, None, padding=1), atol=1e-5))
-    except (RuntimeError, TypeError, AttributeError):  # a build without the op or its schema
-        return False
+    return _probe("_convolution_pointwise_", _sum_check)
 
 
 class SRVGGInference(nn.Module):
@@ -430,19 +444,16 @@ class SRVGGInference(nn.Module):
         return y.view(n, h * r, w * r, c).permute(0, 3, 1, 2)
 
 
+def _fused_check(op: Any, cl: Any) -> bool:
+    x, w = cl(1, 2, 3, 3), cl(2, 2, 3, 3)
+    y = op(x, w, None, [1, 1], [1, 1], [1, 1], 1, "leaky_relu", [0.5], "")
+    return torch.allclose(y, F.leaky_relu(F.conv2d(x, w, None, padding=1), 0.5), atol=1e-5)
+
+
 @cache
 def _fused_ok() -> bool:
     """Whether oneDNN's fused convolution + activation op runs here (float32)."""
-    op = getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        x = torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        w = torch.ones(2, 2, 3, 3).contiguous(memory_format=torch.channels_last)
-        y = op(x, w, None, [1, 1], [1, 1], [1, 1], 1, "leaky_relu", [0.5], "")
-        return bool(torch.equal(y, F.leaky_relu(F.conv2d(x, w, None, padding=1), 0.5)))
-    except (RuntimeError, TypeError):  # a build without the op or its schema
-        return False
+    return _probe("_convolution_pointwise", _fused_check)
 
 
 def conv_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int,
@@ -641,12 +652,13 @@ class RDBInference(nn.Module):
             c = sum(int(f.shape[1]) for f in feats)
             return torch.cat(feats, 1, out=ws.view("cat", n, c, h, w, x.dtype))
 
+        into = ws if ws is not None and _sum_fits(x) else None  # conv1-4 into kept buffers
         feats = [x]
         for k in range(1, 5):
             inp = cat(feats) if k > 1 else x
             wk, bk = getattr(self, f"w{k}"), getattr(self, f"b{k}")
-            if ws is not None and _sum_fits(x):
-                y = ws.view(f"x{k}", n, int(wk.shape[0]), h, w, x.dtype)
+            if into is not None:
+                y = into.view(f"x{k}", n, int(wk.shape[0]), h, w, x.dtype)
                 feats.append(F.leaky_relu_(_conv_into_view(y, inp, wk, bk, 1), self.slope))
             else:
                 feats.append(conv_act(inp, wk, bk, 1, self.slope))

@@ -117,21 +117,18 @@ def prefetched(items: Iterable[T], depth: int = 1,
     q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
     stop = stop if stop is not None else threading.Event()
 
-    def put(item: Any) -> bool:
-        return put_until_stopped(q, item, stop)
-
     def produce() -> None:
         it: Any = None
         try:
             it = iter(items)
             for item in it:
-                if not put((True, item)):
+                if not put_until_stopped(q, (True, item), stop):
                     break
                 del item
             else:
-                put(_END)
+                put_until_stopped(q, _END, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put((False, exc))
+            put_until_stopped(q, (False, exc), stop)
         finally:
             close = getattr(it, "close", None)
             if close is not None and stop.is_set():
@@ -181,9 +178,6 @@ def run_pipeline(
     lock = threading.Lock()
     save_slots = threading.Semaphore(spec.save)
 
-    def put_stopping(q: queue.Queue[Any], item: Any) -> None:
-        put_until_stopped(q, item, stop)
-
     def loader() -> None:
         while not stop.is_set():
             with lock:
@@ -191,9 +185,9 @@ def run_pipeline(
             if i is None:
                 return
             try:
-                put_stopping(loaded_q, (i, load(items[i]), None))
+                put_until_stopped(loaded_q, (i, load(items[i]), None), stop)
             except Exception as exc:  # noqa: BLE001 - an item's error is its result
-                put_stopping(loaded_q, (i, None, exc))
+                put_until_stopped(loaded_q, (i, None, exc), stop)
 
     def saver(i: int, loaded: Any, header: Any, bands: _Bands[Any]) -> None:
         try:
